@@ -1,0 +1,107 @@
+"""Builds the broker from its configuration, runs it, and stops it cleanly.
+
+``serve`` runs until SIGTERM or SIGINT; then the listeners stop accepting, every message
+already being handled is finished and acknowledged, and the process exits 0.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import os
+import signal
+from concurrent.futures import Executor
+
+from broker.config import Config
+from broker.hl7_listener import IntakeHandler, start_parse_pool, start_store_pool
+from broker.store import Store, migrate
+from hl7.server import MLLPServer, ServerSettings
+from mwl.inbound import AckIdentity, InboundProcessor
+from mwl.intake import Intake
+
+log = logging.getLogger(__name__)
+
+STOP_GRACE_SECONDS = 10.0
+
+
+class Broker:
+    """The running broker: store, HL7 listener and the pools behind it."""
+
+    def __init__(self, config: Config) -> None:
+        self.config = config
+        self.store: Store | None = None
+        self.mllp: MLLPServer | None = None
+        self._executors: list[Executor] = []
+
+    @property
+    def hl7_port(self) -> int:
+        assert self.mllp is not None, "the broker is not started"
+        return self.mllp.port
+
+    async def start(self) -> None:
+        config = self.config
+        if config.database.url.startswith("sqlite"):
+            migrate(config.database)  # the embedded default needs no separate step
+        self.store = Store.open(config.database)
+        store_pool = start_store_pool(config.database.url.startswith("sqlite"),
+                                      config.database.pool_size)  # fmt: skip
+        parse_pool = start_parse_pool(
+            config.hl7.parse_process_count(os.cpu_count()), config.mapping
+        )
+        self._executors = [e for e in (parse_pool, store_pool) if e is not None]
+        processor = InboundProcessor(
+            self.store.unit_of_work,
+            Intake(config.mapping),
+            AckIdentity(application=config.hl7.application, facility=config.hl7.facility),
+        )
+        handler = IntakeHandler(
+            processor, config.mapping, store_pool, parse_pool, config.hl7.max_frame_size
+        )
+        self.mllp = MLLPServer(handler, _server_settings(config))
+        await self.mllp.start()
+        log.info("HL7 MLLP listener on %s:%d", config.hl7.host, self.mllp.port)
+
+    async def stop(self) -> None:
+        if self.mllp is not None:
+            await self.mllp.stop(STOP_GRACE_SECONDS)
+        for executor in self._executors:
+            executor.shutdown(wait=True, cancel_futures=False)
+        if self.store is not None:
+            self.store.close()
+        log.info("stopped")
+
+
+def _server_settings(config: Config) -> ServerSettings:
+    hl7 = config.hl7
+    return ServerSettings(
+        host=hl7.host,
+        port=hl7.port,
+        max_frame_size=hl7.max_frame_size,
+        idle_timeout=hl7.idle_timeout,
+        max_connections=hl7.max_connections,
+    )
+
+
+async def run(config: Config, stop: asyncio.Event | None = None) -> None:
+    """Start, wait for ``stop`` (set by SIGTERM/SIGINT when not given), stop."""
+    stop = stop or _stop_on_signals()
+    broker = Broker(config)
+    try:
+        await broker.start()
+        await stop.wait()
+    finally:
+        await broker.stop()
+
+
+def _stop_on_signals() -> asyncio.Event:
+    event = asyncio.Event()
+    loop = asyncio.get_running_loop()
+    for signum in (signal.SIGTERM, signal.SIGINT):
+        loop.add_signal_handler(signum, event.set)
+    return event
+
+
+def serve(config: Config) -> int:
+    """``mwl-broker serve``: run until SIGTERM/SIGINT; 0 after a clean stop."""
+    asyncio.run(run(config))
+    return 0
