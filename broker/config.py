@@ -33,7 +33,7 @@ from typing import Any
 from sqlalchemy.engine import make_url
 from sqlalchemy.exc import ArgumentError
 
-from mwl.policy import MappingPolicy, StationRule
+from mwl.policy import CallerRule, MappingPolicy, StationRule, WorklistPolicy
 
 CONFIG_ENV = "MWL_BROKER_CONFIG"
 ENV_PREFIX = "MWL_BROKER_"
@@ -86,6 +86,16 @@ class DicomConfig:
     ae_title: str = "MWLBROKER"
     host: str = "127.0.0.1"
     port: int = 11112
+    allowed_callers: tuple[str, ...] = ()
+    """Calling AE titles accepted; empty: any."""
+    require_called_ae: bool = True
+    """Reject associations whose Called AE Title is not ``ae_title``."""
+    max_associations: int = 50
+    acse_timeout: float = 30.0
+    dimse_timeout: float = 30.0
+    network_timeout: float = 60.0
+    maximum_pdu_size: int = 65536
+    """Largest P-DATA PDU we receive (0: unlimited)."""
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
@@ -130,6 +140,7 @@ class Config:
     outbound: tuple[OutboundConfig, ...] = ()
     mpps_forward: tuple[ForwardConfig, ...] = ()
     mapping: MappingPolicy = field(default_factory=MappingPolicy)
+    worklist: WorklistPolicy = field(default_factory=WorklistPolicy)
     source: Path | None = None
     """The file the configuration was read from; None: defaults and environment only."""
 
@@ -142,6 +153,7 @@ _SECTIONS: dict[str, type[Any]] = {
     "dicom": DicomConfig,
     "http": HttpConfig,
     "mapping": MappingPolicy,
+    "worklist": WorklistPolicy,
 }
 _ARRAYS: dict[str, type[Any]] = {"outbound": OutboundConfig, "mpps_forward": ForwardConfig}
 _FROM_ELSEWHERE: dict[type[Any], frozenset[str]] = {
@@ -259,6 +271,23 @@ _CHECKS: dict[tuple[type[Any], str], Callable[[Any], Any]] = {
     (MappingPolicy, "default_modality"): _matches(
         f"({_CS.pattern})?", "'' or a modality like 'CT'"
     ),
+    (DicomConfig, "allowed_callers"): _rule(
+        lambda v: all(_AE.fullmatch(ae) for ae in v), "AE titles (1-16 characters, no backslash)"
+    ),
+    (DicomConfig, "max_associations"): _rule(lambda v: v >= 1, "an integer of at least 1"),
+    (DicomConfig, "acse_timeout"): _POSITIVE,
+    (DicomConfig, "dimse_timeout"): _POSITIVE,
+    (DicomConfig, "network_timeout"): _POSITIVE,
+    (DicomConfig, "maximum_pdu_size"): _rule(
+        lambda v: v == 0 or v >= 4096, "0 (unlimited) or at least 4096 bytes"
+    ),
+    (WorklistPolicy, "max_matches"): _rule(lambda v: v >= 1, "an integer of at least 1"),
+    (CallerRule, "ae_title"): _AE_TITLE,
+    (CallerRule, "station_ae"): _rule(
+        lambda v: all(_AE.fullmatch(ae) for ae in v), "AE titles (1-16 characters, no backslash)"
+    ),
+    (CallerRule, "modality"): _matches(f"({_CS.pattern})?", "'' or a modality like 'CT'"),
+    (CallerRule, "hours_around_now"): _rule(lambda v: 0 <= v <= 24 * 31, "0 to 744 hours"),
     (StationRule, "station_ae"): _AE_TITLES,
     (StationRule, "modality"): _CODE_STRING,
 }
@@ -309,6 +338,7 @@ def _document_to_config(document: Mapping[str, Any], source: Path | None) -> Con
             "mapping",
             fixed={"fallback_charset": hl7.fallback_charset},
         ),
+        worklist=_build(WorklistPolicy, _table(document, "worklist"), "worklist"),
         source=source,
     )
 

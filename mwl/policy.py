@@ -108,3 +108,58 @@ class MappingPolicy:
             ):
                 return rule.station_ae, rule.station_name
         return self.default_station_ae, None
+
+
+class AnswerCharset(enum.StrEnum):
+    """Specific Character Set of C-FIND answers (standards.md §3.3: the SCP may answer in a
+    different character set than the request's)."""
+
+    UTF8 = "ISO_IR 192"
+    """Unicode UTF-8: every stored name as it is."""
+    LATIN1 = "ISO_IR 100"
+    """Latin-1 for legacy devices; characters outside it are transliterated (é stays é, ł → l,
+    others → ?)."""
+
+
+class OverLimit(enum.StrEnum):
+    """What the SCP does with a query that matches more than ``max_matches`` items."""
+
+    REFUSE = "refuse"
+    """Answer A700 "Refused: Out of Resources" with an Error Comment asking to narrow it."""
+    TRUNCATE = "truncate"
+    """Send the first ``max_matches`` items (by scheduled start), then Success."""
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class CallerRule:
+    """Defaults for one calling AE title (``[[worklist.callers]]``) — for modalities that send
+    empty keys or need another character set."""
+
+    ae_title: str
+    own_station_only: bool = False
+    """When the request's Scheduled Station AE Title is empty, match the caller's AE title."""
+    station_ae: tuple[str, ...] = ()
+    """When the request's Scheduled Station AE Title is empty, match these (if not own only)."""
+    modality: str = ""
+    """When the request's Modality is empty, match this modality."""
+    hours_around_now: int = 0
+    """When the request has no SPS Start Date/Time: now ± this many hours (0: no default)."""
+    charset: AnswerCharset = AnswerCharset.UTF8
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class WorklistPolicy:
+    """How the Modality Worklist SCP answers (``[worklist]``)."""
+
+    include_final: bool = False
+    """Also answer COMPLETED / DISCONTINUED / CANCELED steps (an explicit SPS Status key in
+    the request overrides this)."""
+    max_matches: int = 10_000
+    over_limit: OverLimit = OverLimit.REFUSE
+    charset: AnswerCharset = AnswerCharset.UTF8
+    """Answer character set for callers without a rule."""
+    callers: tuple[CallerRule, ...] = ()
+
+    def rule_for(self, calling_ae: str) -> CallerRule | None:
+        wanted = calling_ae.strip()
+        return next((rule for rule in self.callers if rule.ae_title == wanted), None)
