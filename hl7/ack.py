@@ -21,8 +21,9 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from datetime import datetime
 
-from hl7.codec import Delimiters, Header, Segment, decode, escape
+from hl7.codec import Header, Segment, decode
 from hl7.errors import AckCode, ErrorCode, ErrorDetail, ErrorLocation, MessageError
+from hl7.escape import Delimiters, escape
 
 logger = logging.getLogger(__name__)
 

@@ -39,28 +39,21 @@ anything else (``\\.sp\\``, ``\\Cxxyy\\``, ``\\Zxx\\``…) is kept literally.
 
 from __future__ import annotations
 
-import functools
 import logging
 import re
 from collections import defaultdict
-from collections.abc import Callable
 from dataclasses import dataclass
-from typing import Any, ClassVar, NamedTuple
-
-import hl7apy
-from hl7apy.base_datatypes import TextualDataType
-from hl7apy.consts import VALIDATION_LEVEL
-from hl7apy.parser import parse_field
+from typing import ClassVar
 
 from hl7.charset import UTF8_BOM, Decoded, decode_text
 from hl7.errors import ErrorCode, ErrorLocation, HL7Error, MessageError
+from hl7.escape import Delimiters
+from hl7.fields import Reps, library_version, parse
 
 logger = logging.getLogger(__name__)
 
 NULL = '""'
 """HL7 explicit null (standards.md §1.3)."""
-
-Reps = tuple[tuple[tuple[str, ...], ...], ...]
 
 _FRAME_BYTES = b"\x0b\x1c\x00\r\n\t "
 _FRAME_CHARS = "\x0b\x1c\x00\r\n\t \ufeff"
@@ -68,31 +61,6 @@ _LINE_BREAK = re.compile(r"\r\n|\r|\n")
 _SEGMENT_NAME = re.compile(r"[A-Z][A-Z0-9]{2}")
 _VERSION = re.compile(r"\d+(?:\.\d+)*")
 _CACHE_SIZE = 8192
-
-
-class Delimiters(NamedTuple):
-    """MSH-1 and the MSH-2 encoding characters (``truncation`` only from v2.7, else "")."""
-
-    field: str = "|"
-    component: str = "^"
-    repetition: str = "~"
-    escape: str = "\\"
-    subcomponent: str = "&"
-    truncation: str = ""
-
-    @classmethod
-    def from_msh(cls, field_separator: str, encoding_characters: str) -> Delimiters:
-        """Validate MSH-1/MSH-2 (4 or 5 distinct, non-alphanumeric characters)."""
-        chars = field_separator + encoding_characters
-        bad = len(field_separator) != 1 or len(encoding_characters) not in (4, 5)
-        if bad or len(set(chars)) != len(chars) or any(c.isalnum() or c.isspace() for c in chars):
-            where = ErrorLocation("MSH", field=2 if len(field_separator) == 1 else 1)
-            raise MessageError.single(ErrorCode.DATA_TYPE, "invalid MSH-1/MSH-2 separators", where)
-        return cls(field_separator, *encoding_characters)
-
-    @property
-    def encoding_characters(self) -> str:
-        return self.component + self.repetition + self.escape + self.subcomponent + self.truncation
 
 
 @dataclass(frozen=True, slots=True)
@@ -204,7 +172,7 @@ class Segment:
         if self.name == "MSH" and n in (1, 2):
             return Field((((raw,),),)) if raw else Field()
         ctx = self._context
-        return Field(_parse(raw, f"{self.name}_{n}", ctx.library, ctx.delimiters, ctx.codec))
+        return Field(parse(raw, f"{self.name}_{n}", ctx.library, ctx.delimiters, ctx.codec))
 
     def value(self, n: int, comp: int = 1, sub: int = 1, rep: int = 1) -> str:
         return self.field(n).get(rep, comp, sub)
@@ -273,7 +241,7 @@ def _decode(raw: bytes, fallback: str) -> Message:
     texts = _segment_texts(decoded.text.strip(_FRAME_CHARS))
     delimiters, msh = _split_msh(texts[0])
     header = _header(msh, delimiters)
-    context = _Context(delimiters, _library_version(header.version), decoded.codec)
+    context = _Context(delimiters, library_version(header.version), decoded.codec)
     message = Message(header, _segments(texts, context), decoded)
     _log_decoded(message)
     return message
@@ -379,202 +347,3 @@ def read_header(raw: bytes) -> Header | None:
     except Exception:  # an ACK address is optional; a broken MSH just means "no header"
         logger.debug("no readable MSH", exc_info=True)
         return None
-
-
-# --- field parsing ---------------------------------------------------------------------------
-
-
-def _library_version(version: str) -> str | None:
-    """hl7apy library for MSH-12 ("2.5.0" → "2.5", "2.7.1" → "2.7"); None if it has none."""
-    supported = hl7apy.SUPPORTED_LIBRARIES
-    candidates = (version, re.sub(r"(?:\.0)+$", "", version), ".".join(version.split(".")[:2]))
-    return next((c for c in candidates if c in supported), None)
-
-
-@functools.lru_cache(maxsize=_CACHE_SIZE)
-def _parse(text: str, name: str, library: str | None, d: Delimiters, codec: str) -> Reps:
-    """Escaped field text → unescaped tuples; hl7apy first, plain splitting as fallback."""
-    reps = None
-    if text and library is not None and not name.startswith("Z"):
-        try:
-            reps = _hl7apy_reps(text, name, library, d)
-        except Exception as exc:  # hl7apy raises many types; splitting gives the same shape
-            logger.debug("hl7apy could not parse %s (%s); splitting", name, type(exc).__name__)
-    if reps is None:
-        reps = _split_reps(text, d)
-    if d.escape not in text:
-        return reps
-    return tuple(tuple(tuple(_unescape(s, d, codec) for s in comp) for comp in rep) for rep in reps)
-
-
-def _split_reps(text: str, d: Delimiters) -> Reps:
-    """Plain splitting (the fallback and the reference for the hl7apy path)."""
-    return _trim(
-        tuple(
-            tuple(tuple(_blank(s) for s in c.split(d.subcomponent)) for c in r.split(d.component))
-            for r in text.split(d.repetition)
-        )
-    )
-
-
-def _hl7apy_reps(text: str, name: str, library: str, d: Delimiters) -> Reps:
-    """Parse each repetition with hl7apy's ``parse_field`` and convert it to tuples."""
-    encoding = {
-        "FIELD": d.field,
-        "COMPONENT": d.component,
-        "REPETITION": d.repetition,
-        "ESCAPE": d.escape,
-        "SUBCOMPONENT": d.subcomponent,
-    }
-    reps = []
-    for rep in text.split(d.repetition):
-        element = parse_field(
-            rep,
-            name=name,
-            version=library,
-            encoding_chars=encoding,
-            validation_level=VALIDATION_LEVEL.TOLERANT,
-        )
-        if element.name is None:
-            raise LookupError(f"hl7apy does not know {name}")
-        reps.append(_convert(element.children, rep.split(d.component), d))
-    return _trim(tuple(reps))
-
-
-def _convert(components: Any, texts: list[str], d: Delimiters) -> tuple[tuple[str, ...], ...]:
-    """hl7apy components → tuples, placed by position (hl7apy drops blank named children)."""
-    result: list[tuple[str, ...]] = [() for _ in texts]
-    for slot, component in _aligned(components, texts):
-        subs = texts[slot].split(d.subcomponent)
-        values = ["" for _ in subs]
-        for sub_slot, sub in _aligned(component.children, subs):
-            values[sub_slot] = _leaf_text(sub.value, subs[sub_slot])
-        result[slot] = tuple(_blank(v) for v in values)
-    return tuple(result)
-
-
-def _aligned(children: Any, texts: list[str]) -> list[tuple[int, Any]]:
-    """Pair hl7apy children with the split slots they came from."""
-    children = list(children)
-    slots = list(range(len(texts)))
-    if len(children) != len(texts):
-        slots = [i for i, text in enumerate(texts) if text.strip()]
-    if len(slots) != len(children):
-        raise ValueError("hl7apy tree does not match the field text")
-    return list(zip(slots, children, strict=True))
-
-
-def _leaf_text(value: Any, sent: str) -> str:
-    """hl7apy's text of a textual leaf; the sender's text for typed ones it rewrites."""
-    if isinstance(value, TextualDataType) and isinstance(value.value, str):
-        return value.value
-    return sent
-
-
-def _blank(text: str) -> str:
-    return text if text.strip() else ""
-
-
-def _trim(reps: Reps) -> Reps:
-    """Drop trailing empty sub-components, components and repetitions."""
-    return _rstrip(tuple(_rstrip(tuple(_rstrip(comp) for comp in rep)) for rep in reps))
-
-
-def _rstrip(values: tuple[Any, ...]) -> tuple[Any, ...]:
-    end = len(values)
-    while end and not values[end - 1]:
-        end -= 1
-    return values[:end]
-
-
-# --- escapes (standards.md §1.3) -------------------------------------------------------------
-
-
-def unescape(
-    text: str,
-    encoding_characters: str = "^~\\&",
-    *,
-    field_separator: str = "|",
-    codec: str = "ascii",
-) -> str:
-    """Resolve HL7 escape sequences (rules in the module docstring)."""
-    return _unescape(text, Delimiters(field_separator, *encoding_characters), codec)
-
-
-def _unescape(text: str, d: Delimiters, codec: str) -> str:
-    if d.escape not in text:
-        return text
-    table = _escape_table(d)
-
-    def replace(match: re.Match[str]) -> str:
-        code = match.group(1)
-        if code in table:
-            return table[code]
-        text = _hex_text(code[1:], codec) if code[:1] == "X" else None
-        return match.group(0) if text is None else text
-
-    return _escape_pattern(d.escape).sub(replace, text)
-
-
-@functools.lru_cache(maxsize=16)
-def _escape_table(d: Delimiters) -> dict[str, str]:
-    table = {
-        "F": d.field,
-        "S": d.component,
-        "T": d.subcomponent,
-        "R": d.repetition,
-        "E": d.escape,
-        "H": "",
-        "N": "",
-        ".br": "\r\n",
-    }
-    if d.truncation:
-        table["P"] = d.truncation
-    return table
-
-
-@functools.lru_cache(maxsize=16)
-def _escape_pattern(escape: str) -> re.Pattern[str]:
-    e = re.escape(escape)
-    return re.compile(f"{e}([^{e}]*){e}")
-
-
-def _hex_text(digits: str, codec: str) -> str | None:
-    """``\\Xhh…\\`` bytes in the message codec (UTF-8, then Latin-1 if that fails)."""
-    if not digits or not digits.isascii():
-        return None
-    try:
-        data = bytes.fromhex(digits)
-    except ValueError:
-        return None
-    for name in (codec, "utf-8"):
-        try:
-            return data.decode(name)
-        except (UnicodeDecodeError, LookupError):
-            continue
-    return data.decode("latin-1")
-
-
-def escape(text: str, encoding_characters: str = "^~\\&", *, field_separator: str = "|") -> str:
-    """Escape delimiters and line breaks for ER7 (CR LF → ``\\.br\\``, lone CR/LF → ``\\Xhh\\``)."""
-    d = Delimiters(field_separator, *encoding_characters)
-    return _escaper(d)(text)
-
-
-@functools.lru_cache(maxsize=16)
-def _escaper(d: Delimiters) -> Callable[[str], str]:
-    e = d.escape
-    table = {
-        d.escape: f"{e}E{e}",
-        d.field: f"{e}F{e}",
-        d.component: f"{e}S{e}",
-        d.subcomponent: f"{e}T{e}",
-        d.repetition: f"{e}R{e}",
-        "\r\n": f"{e}.br{e}",
-        "\r": f"{e}X0D{e}",
-        "\n": f"{e}X0A{e}",
-    }
-    if d.truncation:
-        table[d.truncation] = f"{e}P{e}"
-    pattern = re.compile("|".join(re.escape(k) for k in sorted(table, key=len, reverse=True)))
-    return functools.partial(pattern.sub, lambda m: table[m.group(0)])

@@ -8,7 +8,7 @@ from typing import Any
 
 import pytest
 
-from hl7 import codec
+from hl7 import fields
 from hl7.ack import AckReply, build_ack, read_ack
 from hl7.codec import Header, decode, read_header
 from hl7.errors import AckCode, ErrorCode, ErrorDetail, ErrorLocation, MessageError
@@ -210,7 +210,7 @@ def test_build_ack_does_not_parse(monkeypatch: pytest.MonkeyPatch) -> None:
     def fail(*args: Any, **kwargs: Any) -> Any:
         raise AssertionError("hl7apy used")
 
-    monkeypatch.setattr(codec, "parse_field", fail)
+    monkeypatch.setattr(fields, "parse_field", fail)
     build_ack(header("03"), AckCode.ERROR, control_id="X", timestamp=WHEN, details=[MISSING_PID3])
 
 

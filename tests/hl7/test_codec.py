@@ -8,20 +8,11 @@ from typing import Any
 
 import pytest
 
-from hl7 import codec
+from hl7 import fields
 from hl7.charset import UTF8_BOM
-from hl7.codec import (
-    NULL,
-    Delimiters,
-    Field,
-    Header,
-    Message,
-    decode,
-    escape,
-    read_header,
-    unescape,
-)
+from hl7.codec import NULL, Field, Header, Message, decode, read_header
 from hl7.errors import ErrorCode, MessageError
+from hl7.escape import Delimiters, escape, unescape
 
 SAMPLES = Path(__file__).parents[1] / "data" / "hl7"
 SAMPLE_FILES = sorted(SAMPLES.glob("*.hl7"))
@@ -164,16 +155,16 @@ def test_z_segment_fields() -> None:
 @pytest.mark.parametrize("path", SAMPLE_FILES, ids=lambda p: p.name[:2])
 def test_hl7apy_and_splitting_agree(path: Path) -> None:
     message = decode(path.read_bytes())
-    library = codec._library_version(message.header.version)
+    library = fields.library_version(message.header.version)
     assert library is not None
     d = message.header.delimiters
     for segment in message.segments:
         for n in range(3 if segment.name == "MSH" else 1, len(segment.text.split("|")) + 1):
             raw, name = segment.raw(n), f"{segment.name}_{n}"
-            split = codec._split_reps(raw, d)
+            split = fields._split_reps(raw, d)
             if raw and not segment.name.startswith("Z"):
                 try:
-                    parsed = codec._hl7apy_reps(raw, name, library, d)
+                    parsed = fields._hl7apy_reps(raw, name, library, d)
                 except LookupError:  # a field hl7apy's library does not define
                     continue
                 assert parsed == split, name
@@ -194,19 +185,19 @@ def test_hl7apy_and_splitting_agree(path: Path) -> None:
 )
 def test_hl7apy_and_splitting_agree_on_awkward_fields(name: str, text: str, version: str) -> None:
     d = Delimiters()
-    assert codec._hl7apy_reps(text, name, version, d) == codec._split_reps(text, d)
+    assert fields._hl7apy_reps(text, name, version, d) == fields._split_reps(text, d)
 
 
 def test_fields_go_through_hl7apy_once(monkeypatch: pytest.MonkeyPatch) -> None:
     calls: list[str] = []
-    real = codec.parse_field
+    real = fields.parse_field
 
     def counting(text: str, **kwargs: Any) -> Any:
         calls.append(kwargs["name"])
         return real(text, **kwargs)
 
-    monkeypatch.setattr(codec, "parse_field", counting)
-    codec._parse.cache_clear()
+    monkeypatch.setattr(fields, "parse_field", counting)
+    fields.parse.cache_clear()
     raw = msg("PID|1||123^^^HOSP||DOE^JOHN")
     for _ in range(3):
         pid = decode(raw).first("PID")
@@ -224,9 +215,9 @@ def test_versions_hl7apy_lacks_fall_back_to_splitting() -> None:
     raw = msg("PID|1||123||DOE^JOHN", msh="MSH|^~\\&|A|B|C|D|||ORM^O01|1|P|9.9")
     pid = decode(raw).first("PID")
     assert pid is not None and pid.value(5, 2) == "JOHN"
-    assert codec._library_version("2.5.0") == "2.5"
-    assert codec._library_version("2.7.1") == "2.7"
-    assert codec._library_version("9.9") is None
+    assert fields.library_version("2.5.0") == "2.5"
+    assert fields.library_version("2.7.1") == "2.7"
+    assert fields.library_version("9.9") is None
 
 
 # --- framing, separators, BOM, embedded line breaks -------------------------------------------
