@@ -13,6 +13,8 @@ from pathlib import Path
 
 from alembic import command
 from alembic.config import Config
+from alembic.runtime.migration import MigrationContext
+from alembic.script import ScriptDirectory
 from alembic.util import CommandError
 from sqlalchemy import Connection, Engine, text
 
@@ -67,3 +69,23 @@ def alembic_config(connection: Connection | None = None) -> Config:
 def _wait_for_other_migrators(connection: Connection) -> None:
     if connection.dialect.name == "postgresql":
         connection.execute(text("SELECT pg_advisory_xact_lock(:key)"), {"key": _MIGRATION_LOCK})
+
+
+def pending_upgrade(database: DatabaseSettingsLike) -> str | None:
+    """Why the database is not at this broker's schema revision, or None when it is.
+
+    ``serve`` refuses to start on a PostgreSQL database that ``mwl-broker migrate`` has not
+    brought to head (an operator decides when a shared database changes); an unreachable
+    database raises :class:`StoreFailure`.
+    """
+    engine = engine_for(database)
+    try:
+        with store_errors(), engine.connect() as connection:
+            current = set(MigrationContext.configure(connection).get_current_heads())
+    finally:
+        engine.dispose()
+    wanted = set(ScriptDirectory.from_config(alembic_config()).get_heads())
+    if current == wanted:
+        return None
+    found = ", ".join(sorted(current)) or "no schema"
+    return f"database is at {found}, this broker needs {', '.join(sorted(wanted))}"
