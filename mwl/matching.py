@@ -72,9 +72,10 @@ class MatchKind(enum.StrEnum):
     """PS3.4 C.2.2.2 matching types (Universal has no Match; Range is :class:`TimeRange`)."""
 
     SINGLE = "single"
-    """Exact value; case-sensitive except PN (folded)."""
+    """Exact value; case-sensitive except PN (folded). Several values: any of them (a
+    multi-valued request key, or a caller's default station AE titles)."""
     WILDCARD = "wildcard"
-    """``*`` any sequence (also empty), ``?`` one character."""
+    """``*`` any sequence (also empty), ``?`` one character; several values: any of them."""
     UID_LIST = "uid-list"
     """Any of several UIDs (values separated by ``\\`` in the request)."""
 

@@ -144,7 +144,8 @@ class CallerRule:
     """When the request's Modality is empty, match this modality."""
     hours_around_now: int = 0
     """When the request has no SPS Start Date/Time: now ± this many hours (0: no default)."""
-    charset: AnswerCharset = AnswerCharset.UTF8
+    charset: AnswerCharset | None = None
+    """Answer character set for this caller; None: the policy's."""
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
