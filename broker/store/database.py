@@ -15,6 +15,7 @@ from sqlalchemy.orm import Session, sessionmaker
 
 from broker.store.engine import READ_ONLY, DatabaseSettingsLike, engine_for
 from broker.store.errors import store_errors, translated
+from broker.store.finder import SqlWorklistFinder
 from broker.store.items import step_to_item, worklist_items_query
 from broker.store.journal import SqlJournal
 from broker.store.worklist import SqlWorklistStore
@@ -103,6 +104,11 @@ class Store:
     def read_session(self) -> Session:
         """A session for reading (use it as a context manager); for ``broker.store`` readers."""
         return self._readers()
+
+    def finder(self) -> SqlWorklistFinder:
+        """The C-FIND matcher (:class:`mwl.matching.WorklistFinder`), reading in its own
+        :meth:`read_session` per query."""
+        return SqlWorklistFinder(self.read_session)
 
     @translated
     def worklist_items(

@@ -9,6 +9,8 @@ folded copy) so a prefix ``LIKE`` can use an index, and ``BEGIN IMMEDIATE`` for 
 
 from __future__ import annotations
 
+import sqlite3
+import time
 from pathlib import Path
 from typing import Any, Protocol
 
@@ -24,7 +26,6 @@ READ_ONLY = "mwl_read_only"
 
 SQLITE_PRAGMAS = (
     "PRAGMA busy_timeout = 10000",
-    "PRAGMA journal_mode = WAL",
     "PRAGMA synchronous = FULL",
     "PRAGMA foreign_keys = ON",
     "PRAGMA case_sensitive_like = ON",
@@ -104,8 +105,29 @@ def _on_sqlite_connect(dbapi_connection: Any, _record: ConnectionPoolEntry) -> N
     try:
         for pragma in SQLITE_PRAGMAS:
             cursor.execute(pragma)
+        _use_wal(cursor)
     finally:
         cursor.close()
+
+
+WAL_SWITCH_SECONDS = 10.0
+
+
+def _use_wal(cursor: Any) -> None:
+    """Switch the file to WAL once (the mode is persistent). Switching needs the file to
+    itself and SQLite answers "database is locked" at once, without its busy handler, while
+    another process is connecting to a new file: retry for a while."""
+    if cursor.execute("PRAGMA journal_mode").fetchone()[0].lower() == "wal":
+        return
+    deadline = time.monotonic() + WAL_SWITCH_SECONDS
+    while True:
+        try:
+            cursor.execute("PRAGMA journal_mode = WAL")
+            return
+        except sqlite3.OperationalError:
+            if time.monotonic() > deadline:
+                raise
+            time.sleep(0.05)
 
 
 def _on_sqlite_begin(connection: Connection) -> None:

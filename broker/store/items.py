@@ -8,6 +8,7 @@ Title taken from their columns (the status changes and the AE titles are stored 
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from typing import Any
 
 from sqlalchemy import Select, select
@@ -49,26 +50,41 @@ def step_to_item(
     step: ScheduledStep, procedure: RequestedProcedure, order: Order, patient: Patient
 ) -> WorklistItem:
     """The merged worklist item of one stored step."""
-    dataset: DicomJson = {
-        **patient.attributes,
-        **order.attributes,
-        **procedure.attributes,
-        SPS_SEQUENCE: {"vr": "SQ", "Value": [step_to_sps_item(step)]},
-    }
     return WorklistItem(
         step_id=step.id,
         status=SPSStatus(step.status),
         patient_key=PatientKey(patient.patient_id, patient.issuer),
         study_uid=procedure.study_uid,
         sps_id=step.sps_id,
-        dataset=dict(sorted(dataset.items())),
+        dataset=merged_dataset(
+            patient.attributes, order.attributes, procedure.attributes, step_to_sps_item(step)
+        ),
     )
 
 
 def step_to_sps_item(step: ScheduledStep) -> DicomJson:
     """The step's attributes as one (0040,0100) item, status and station AEs from columns."""
-    item: dict[str, Any] = {**step.attributes, SPS_STATUS: {"vr": "CS", "Value": [step.status]}}
-    if step.station_aes:
-        titles = [row.ae_title for row in step.station_aes]
-        item[SCHEDULED_STATION_AE] = {"vr": "AE", "Value": titles}
+    return sps_item(step.attributes, step.status, [row.ae_title for row in step.station_aes])
+
+
+def merged_dataset(
+    patient: DicomJson, order: DicomJson, procedure: DicomJson, sps: DicomJson
+) -> DicomJson:
+    """Patient, order and procedure attributes at the top level, ``sps`` as the one item of
+    (0040,0100) Scheduled Procedure Step Sequence; sorted by tag."""
+    dataset: DicomJson = {
+        **patient,
+        **order,
+        **procedure,
+        SPS_SEQUENCE: {"vr": "SQ", "Value": [sps]},
+    }
+    return dict(sorted(dataset.items()))
+
+
+def sps_item(attributes: DicomJson, status: str, station_aes: Sequence[str]) -> DicomJson:
+    """One (0040,0100) item: the step's attributes with (0040,0020) SPS Status and, when there
+    are any, the (0040,0001) Scheduled Station AE Titles from their columns."""
+    item: dict[str, Any] = {**attributes, SPS_STATUS: {"vr": "CS", "Value": [status]}}
+    if station_aes:
+        item[SCHEDULED_STATION_AE] = {"vr": "AE", "Value": list(station_aes)}
     return dict(sorted(item.items()))

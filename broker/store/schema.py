@@ -117,7 +117,7 @@ class Patient(Base):
 
     id: Mapped[int] = mapped_column(Integer, primary_key=True)
     patient_id: Mapped[str] = mapped_column(match_key(64))
-    issuer: Mapped[str] = mapped_column(match_key(64), default="")
+    issuer: Mapped[str] = mapped_column(match_key(64), default="", index=True)
     name: Mapped[str] = mapped_column(String(PN_LENGTH), default="")
     name_folded: Mapped[str] = mapped_column(match_key(), default="", index=True)
     birth_date: Mapped[str] = mapped_column(String(8), default="")
@@ -167,7 +167,7 @@ class RequestedProcedure(Base):
     order_id: Mapped[int] = mapped_column(ForeignKey("orders.id"), index=True)
     study_uid: Mapped[str] = mapped_column(match_key(64), unique=True)
     requested_procedure_id: Mapped[str] = mapped_column(match_key(64), index=True)
-    description: Mapped[str] = mapped_column(String, default="")
+    description: Mapped[str] = mapped_column(match_key(), default="", index=True)
     attributes: Mapped[DicomJson] = mapped_column(DicomJsonText, default=dict)
 
     order: Mapped[Order] = relationship(back_populates="procedures")
@@ -201,8 +201,8 @@ class ScheduledStep(Base):
     modality: Mapped[str] = mapped_column(match_key(16), default="")
     performing_physician: Mapped[str] = mapped_column(String(PN_LENGTH), default="")
     performing_physician_folded: Mapped[str] = mapped_column(match_key(), default="", index=True)
-    station_name: Mapped[str] = mapped_column(String, default="")
-    location: Mapped[str] = mapped_column(String, default="")
+    station_name: Mapped[str] = mapped_column(match_key(), default="", index=True)
+    location: Mapped[str] = mapped_column(match_key(), default="", index=True)
     description: Mapped[str] = mapped_column(String, default="")
     attributes: Mapped[DicomJson] = mapped_column(DicomJsonText, default=dict)
     updated_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow, onupdate=utcnow)

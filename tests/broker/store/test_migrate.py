@@ -12,7 +12,7 @@ from sqlalchemy import Engine, inspect
 
 from broker.config import DatabaseConfig
 from broker.store import Store, create_engine_for, migrate
-from broker.store.migrate import alembic_config
+from broker.store.migrate import alembic_config, upgrade
 from broker.store.schema import ACCEPTED_MESSAGE_INDEX, metadata
 from tests.broker.store.samples import patient
 
@@ -121,5 +121,43 @@ def test_downgrade_to_base_and_up_again(database: DatabaseConfig) -> None:
     engine = create_engine_for(database.url)
     try:
         assert current_revision(engine) == HEAD
+    finally:
+        engine.dispose()
+
+
+MATCHING_KEY_INDEXES = {
+    ("scheduled_steps", "ix_scheduled_steps_station_name"),
+    ("scheduled_steps", "ix_scheduled_steps_location"),
+    ("requested_procedures", "ix_requested_procedures_description"),
+    ("patients", "ix_patients_issuer"),
+}
+
+
+def index_names(engine: Engine) -> set[tuple[str, str]]:
+    inspector = inspect(engine)
+    return {
+        (table, str(index["name"]))
+        for table in ("scheduled_steps", "requested_procedures", "patients")
+        for index in inspector.get_indexes(table)
+    }
+
+
+def test_0002_indexes_a_0001_database_and_goes_back(database: DatabaseConfig) -> None:
+    engine = create_engine_for(database.url)
+    try:
+        upgrade(engine, "0001")
+        with Store(engine).unit_of_work() as uow:
+            uow.worklist.upsert_patient(patient())
+            uow.commit()
+        assert not index_names(engine) & MATCHING_KEY_INDEXES
+        upgrade(engine, "0002")
+        assert index_names(engine) >= MATCHING_KEY_INDEXES
+        assert reflected_collations(engine) == model_collations(engine)
+        with engine.begin() as connection:
+            command.downgrade(alembic_config(connection), "0001")
+        assert not index_names(engine) & MATCHING_KEY_INDEXES
+        assert reflected_collations(engine)["scheduled_steps", "location"] is None
+        with Store(engine).unit_of_work() as uow:
+            assert uow.worklist.find_patient(patient().key) is not None
     finally:
         engine.dispose()
