@@ -1,7 +1,8 @@
 """Builds the broker from its configuration, runs it, and stops it cleanly.
 
 ``serve`` runs until SIGTERM or SIGINT; then the listeners stop accepting, every message
-already being handled is finished and acknowledged, and the process exits 0.
+already being handled is finished and acknowledged, open DICOM associations get a grace
+period to finish, and the process exits 0.
 """
 
 from __future__ import annotations
@@ -13,6 +14,7 @@ import signal
 from concurrent.futures import Executor
 
 from broker.config import Config
+from broker.dicom import DicomServer
 from broker.hl7_listener import IntakeHandler, start_parse_pool, start_store_pool
 from broker.store import Store, migrate
 from hl7.server import MLLPServer, ServerSettings
@@ -25,18 +27,24 @@ STOP_GRACE_SECONDS = 10.0
 
 
 class Broker:
-    """The running broker: store, HL7 listener and the pools behind it."""
+    """The running broker: store, HL7 listener and the pools behind it, DICOM listener."""
 
     def __init__(self, config: Config) -> None:
         self.config = config
         self.store: Store | None = None
         self.mllp: MLLPServer | None = None
+        self.dicom: DicomServer | None = None
         self._executors: list[Executor] = []
 
     @property
     def hl7_port(self) -> int:
         assert self.mllp is not None, "the broker is not started"
         return self.mllp.port
+
+    @property
+    def dicom_port(self) -> int:
+        assert self.dicom is not None, "the broker is not started"
+        return self.dicom.port
 
     async def start(self) -> None:
         config = self.config
@@ -60,15 +68,26 @@ class Broker:
         self.mllp = MLLPServer(handler, _server_settings(config))
         await self.mllp.start()
         log.info("HL7 MLLP listener on %s:%d", config.hl7.host, self.mllp.port)
+        self.dicom = DicomServer(config.dicom, self.store.finder(), config.worklist)
+        self.dicom.start()
+        log.info("DICOM listener on %s:%d as AE %s", config.dicom.host, self.dicom.port,
+                 config.dicom.ae_title)  # fmt: skip
 
     async def stop(self) -> None:
-        if self.mllp is not None:
-            await self.mllp.stop(STOP_GRACE_SECONDS)
+        await asyncio.gather(self._stop_mllp(), self._stop_dicom())
         for executor in self._executors:
             executor.shutdown(wait=True, cancel_futures=False)
         if self.store is not None:
             self.store.close()
         log.info("stopped")
+
+    async def _stop_mllp(self) -> None:
+        if self.mllp is not None:
+            await self.mllp.stop(STOP_GRACE_SECONDS)
+
+    async def _stop_dicom(self) -> None:
+        if self.dicom is not None:
+            await asyncio.to_thread(self.dicom.stop, STOP_GRACE_SECONDS)
 
 
 def _server_settings(config: Config) -> ServerSettings:

@@ -138,7 +138,9 @@ def _value(vr: str, values: list[Any], text: _Text) -> Any:
     types pydicom's writer takes (PersonName for PN, str for strings, numbers as they are)."""
     converted: list[Any]
     if vr == "PN":
-        converted = [PersonName(text.person_name(value)) for value in values]
+        converted = [
+            PersonName(text.person_name(value), validation_mode=_IGNORE) for value in values
+        ]
     elif vr in _CHARSET_TEXT:
         converted = [text.text(value) for value in values]
     elif vr in _STRINGS:

@@ -27,6 +27,8 @@ MAX_BYTES = {
 """PS3.5 Table 6.2-1 maximum lengths (standards.md §1.3 "Truncation")."""
 
 PN_GROUP_MAX = 64
+"""PS3.5 6.2: a PN component group holds at most 64 characters (we store the alphabetic
+group only)."""
 
 
 @lru_cache(maxsize=512)
@@ -65,7 +67,7 @@ class DatasetBuilder:
             self.data[tag] = {"vr": vr}
             return
         if vr == "PN":
-            self.data[tag] = {"vr": vr, "Value": [{"Alphabetic": fit(value, PN_GROUP_MAX * 5)}]}
+            self.data[tag] = {"vr": vr, "Value": [{"Alphabetic": fit(value, PN_GROUP_MAX)}]}
             return
         self.data[tag] = {"vr": vr, "Value": [fit(value, MAX_BYTES.get(vr, 1 << 20))]}
 

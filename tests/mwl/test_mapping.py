@@ -124,8 +124,9 @@ CASES: list[tuple[str, dict[str, Any], dict[str, Any]]] = [
             "AccessionNumber": "AccessionNumber",
             "RequestedProcedureID": "RequestedProcID",
             "StudyInstanceUID": "1.2.392.200036.9125.0.198811291108.7",
+            # a PN component group holds at most 64 characters (PS3.5 6.2)
             "ReferringPhysicianName": "ReferringPhysicianFN^ReferringPhysicianGN"
-            "^ReferringPhysicianMN^DR^Md",
+            "^ReferringPhysicianMN^D",
             "PregnancyStatus": 3,
             "AdmissionID": "AdmissionIDFromVisitNo",
             "MedicalAlerts": "MedicalAlerts",
