@@ -1,7 +1,8 @@
-"""The ``mwl-broker`` command: ``serve | migrate | check-config | send``.
+"""The ``mwl-broker`` command: ``serve | migrate | check-config | send | import-worklist``.
 
-Exit codes: 0 success; 1 a message was not accepted (AE/AR) or could not be delivered; 2 usage or
-configuration error (``mwl-broker: config error: <key>: <message>`` on standard error).
+Exit codes: 0 success; 1 a message was not accepted (AE/AR) or could not be delivered, or a
+worklist file was skipped; 2 usage or configuration error (``mwl-broker: config error: <key>:
+<message>`` on standard error).
 """
 
 from __future__ import annotations
@@ -60,6 +61,7 @@ def build_parser() -> argparse.ArgumentParser:
     ]:
         commands.add_parser(name, parents=[common], help=text).set_defaults(command=function)
     _add_send_parser(commands, common)
+    _add_import_worklist_parser(commands, common)
     return parser
 
 
@@ -81,6 +83,24 @@ def _add_send_parser(
         help="connect and ACK timeout in seconds (default: 30)",
     )
     send.set_defaults(command=_send)
+
+
+def _add_import_worklist_parser(
+    commands: argparse._SubParsersAction[argparse.ArgumentParser],
+    common: argparse.ArgumentParser,
+) -> None:
+    importer = commands.add_parser(
+        "import-worklist",
+        parents=[common],
+        help="load DCMTK worklist files (.wl, any DICOM file; folders recursively) into the store",
+    )
+    importer.add_argument("paths", nargs="+", type=Path, metavar="PATH")
+    importer.add_argument(
+        "--progress",
+        action="store_true",
+        help="draw a progress bar on standard error (default: only when it is a terminal)",
+    )
+    importer.set_defaults(command=_import_worklist)
 
 
 # --- commands --------------------------------------------------------------------------------
@@ -127,6 +147,24 @@ def config_summary(config: Config) -> list[str]:
     ]
     lines += [f"mpps_forward {f.name}: {f.ae_title}@{f.host}:{f.port}" for f in config.mpps_forward]
     return lines
+
+
+def _import_worklist(config: Config, args: argparse.Namespace) -> int:
+    """Load worklist files, one unit of work each; 1 when some file was skipped."""
+    from broker.importer import ProgressBar, import_worklist  # noqa: PLC0415 -- pydicom, store
+    from broker.store import Store, migrate  # noqa: PLC0415
+
+    progress = ProgressBar(sys.stderr) if args.progress or sys.stderr.isatty() else None
+    try:
+        if config.database.url.startswith("sqlite"):
+            migrate(config.database)  # as serve does for the embedded default
+        with Store.open(config.database) as store:
+            report = import_worklist(store, args.paths, config.mapping, progress)
+    except StoreFailure as error:
+        print(f"{PROG}: import-worklist failed: {error}", file=sys.stderr)
+        return EXIT_FAILED
+    print("\n".join(report.summary_lines()))
+    return EXIT_OK if report.all_loaded else EXIT_FAILED
 
 
 def _send(config: Config, args: argparse.Namespace) -> int:
