@@ -205,9 +205,7 @@ class AsyncMLLPClient:
                     await writer.wait_closed()
 
     async def _connection(self) -> tuple[asyncio.StreamReader, asyncio.StreamWriter]:
-        if self._stream is not None and (
-            self._stream[0].at_eof() or self._stream[1].is_closing()
-        ):
+        if self._stream is not None and (self._stream[0].at_eof() or self._stream[1].is_closing()):
             logger.debug("MLLP connection to %s:%d closed by the peer; reopening", *self._addr)
             self._drop()
         if self._stream is None:

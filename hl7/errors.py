@@ -110,9 +110,7 @@ class HL7Error(Exception):
         self.details: tuple[ErrorDetail, ...] = details
 
     @classmethod
-    def single(
-        cls, code: ErrorCode, message: str, location: ErrorLocation | None = None
-    ) -> Self:
+    def single(cls, code: ErrorCode, message: str, location: ErrorLocation | None = None) -> Self:
         return cls(ErrorDetail(code, message, location))
 
 

@@ -123,17 +123,20 @@ def test_ack_split_across_several_sends() -> None:
 
 
 def test_ack_followed_by_other_bytes(caplog: pytest.LogCaptureFixture) -> None:
-    with raw_server(answer(frame(ACK) + b"\n" + frame(b"EXTRA"))) as port, MLLPClient(
-        "127.0.0.1", port
-    ) as client:
+    with (
+        raw_server(answer(frame(ACK) + b"\n" + frame(b"EXTRA"))) as port,
+        MLLPClient("127.0.0.1", port) as client,
+    ):
         assert client.send(MSG) == ACK
     assert any("after the ACK" in r.getMessage() for r in caplog.records)
 
 
 def test_ack_timeout_raises_and_drops_the_connection() -> None:
-    with raw_server(expect_close_after(b"")) as port, MLLPClient(
-        "127.0.0.1", port, ack_timeout=0.2
-    ) as client, pytest.raises(AckTimeout):
+    with (
+        raw_server(expect_close_after(b"")) as port,
+        MLLPClient("127.0.0.1", port, ack_timeout=0.2) as client,
+        pytest.raises(AckTimeout),
+    ):
         client.send(MSG)
 
 
@@ -149,9 +152,11 @@ def test_peer_closing_before_the_ack_raises() -> None:
     def close_at_once(conn: socket.socket) -> None:
         read_frame(conn, FrameDecoder())
 
-    with raw_server(close_at_once) as port, MLLPClient(
-        "127.0.0.1", port
-    ) as client, pytest.raises(ConnectionClosed):
+    with (
+        raw_server(close_at_once) as port,
+        MLLPClient("127.0.0.1", port) as client,
+        pytest.raises(ConnectionClosed),
+    ):
         client.send(MSG)
 
 
@@ -170,9 +175,10 @@ def test_reconnects_after_the_peer_closed_an_idle_connection() -> None:
         conn.shutdown(socket.SHUT_RDWR)
         first_closed.set()
 
-    with raw_server(answer_then_close, answer(frame(ACK))) as port, MLLPClient(
-        "127.0.0.1", port
-    ) as client:
+    with (
+        raw_server(answer_then_close, answer(frame(ACK))) as port,
+        MLLPClient("127.0.0.1", port) as client,
+    ):
         assert client.send(MSG) == ACK
         assert first_closed.wait(TIMEOUT)
         assert client.send(MSG) == ACK
@@ -180,9 +186,11 @@ def test_reconnects_after_the_peer_closed_an_idle_connection() -> None:
 
 def test_oversize_ack_raises() -> None:
     big = frame(b"MSA|AA|" + b"x" * 5000)
-    with raw_server(expect_close_after(big)) as port, MLLPClient(
-        "127.0.0.1", port, max_frame_size=1000
-    ) as client, pytest.raises(OversizeAck):
+    with (
+        raw_server(expect_close_after(big)) as port,
+        MLLPClient("127.0.0.1", port, max_frame_size=1000) as client,
+        pytest.raises(OversizeAck),
+    ):
         client.send(MSG)
 
 
@@ -286,9 +294,10 @@ def test_async_peer_closing_before_the_ack_raises() -> None:
         async def close_at_once(reader: asyncio.StreamReader, _: asyncio.StreamWriter) -> None:
             assert await async_read_frame(reader, FrameDecoder()) == MSG
 
-        async with async_raw_server(close_at_once) as (port, _), AsyncMLLPClient(
-            "127.0.0.1", port
-        ) as client:
+        async with (
+            async_raw_server(close_at_once) as (port, _),
+            AsyncMLLPClient("127.0.0.1", port) as client,
+        ):
             with pytest.raises(ConnectionClosed):
                 await client.send(MSG)
 

@@ -31,8 +31,11 @@ def acked_id(ack: bytes) -> bytes:
 
 
 def ack_for(payload: bytes, code: bytes = b"AA") -> bytes:
-    return b"MSH|^~\\&|RCV|FAC|SND|FAC|20240101||ACK|A|P|2.3.1\rMSA|" + code + b"|" + (
-        control_id_of(payload) + b"\r"
+    return (
+        b"MSH|^~\\&|RCV|FAC|SND|FAC|20240101||ACK|A|P|2.3.1\rMSA|"
+        + code
+        + b"|"
+        + (control_id_of(payload) + b"\r")
     )
 
 
@@ -179,9 +182,7 @@ def test_twenty_connections_at_once() -> None:
             peers = [await connect() for _ in range(20)]
 
             async def talk(n: int, peer: Peer) -> list[bytes]:
-                return [
-                    acked_id(await peer.exchange(message(f"C{n}-{i}"))) for i in range(5)
-                ]
+                return [acked_id(await peer.exchange(message(f"C{n}-{i}"))) for i in range(5)]
 
             results = await asyncio.gather(*(talk(n, p) for n, p in enumerate(peers)))
             for n, ids in enumerate(results):
