@@ -33,6 +33,7 @@ from typing import Any
 from sqlalchemy.engine import make_url
 from sqlalchemy.exc import ArgumentError
 
+from mpps.policy import MppsPolicy
 from mwl.policy import CallerRule, MappingPolicy, StationRule, WorklistPolicy
 
 CONFIG_ENV = "MWL_BROKER_CONFIG"
@@ -122,6 +123,37 @@ class OutboundConfig:
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
+class OutboxConfig:
+    """Delivery of queued messages (``[outbox]``): retries with exponential back-off."""
+
+    poll_interval: float = 1.0
+    """Seconds between looks for due messages (new messages of this process go at once)."""
+    retry_initial: float = 5.0
+    """Seconds before the first retry after AR, a timeout or a refused connection."""
+    retry_factor: float = 2.0
+    retry_max: float = 600.0
+    """Longest wait between two attempts, in seconds."""
+    lease: float = 120.0
+    """Seconds a claimed message stays reserved for the process sending it."""
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class RetentionConfig:
+    """Housekeeping (``[retention]``); 0 disables a rule."""
+
+    final_steps_days: int = 30
+    """Delete orders whose steps all ended (COMPLETED/DISCONTINUED/CANCELED) this long ago."""
+    journal_days: int = 90
+    """Delete inbound journal entries older than this."""
+    delivered_days: int = 30
+    """Delete sent or discarded outbox messages older than this."""
+    expire_scheduled_days: int = 7
+    """Mark SCHEDULED steps whose start is this far in the past as DISCONTINUED (expired)."""
+    interval_minutes: int = 60
+    """How often housekeeping runs."""
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
 class ForwardConfig:
     """One DICOM peer that receives a copy of every MPPS (``[[mpps_forward]]``)."""
 
@@ -141,6 +173,9 @@ class Config:
     mpps_forward: tuple[ForwardConfig, ...] = ()
     mapping: MappingPolicy = field(default_factory=MappingPolicy)
     worklist: WorklistPolicy = field(default_factory=WorklistPolicy)
+    mpps: MppsPolicy = field(default_factory=MppsPolicy)
+    outbox: OutboxConfig = field(default_factory=OutboxConfig)
+    retention: RetentionConfig = field(default_factory=RetentionConfig)
     source: Path | None = None
     """The file the configuration was read from; None: defaults and environment only."""
 
@@ -154,6 +189,9 @@ _SECTIONS: dict[str, type[Any]] = {
     "http": HttpConfig,
     "mapping": MappingPolicy,
     "worklist": WorklistPolicy,
+    "mpps": MppsPolicy,
+    "outbox": OutboxConfig,
+    "retention": RetentionConfig,
 }
 _ARRAYS: dict[str, type[Any]] = {"outbound": OutboundConfig, "mpps_forward": ForwardConfig}
 _FROM_ELSEWHERE: dict[type[Any], frozenset[str]] = {
@@ -281,6 +319,16 @@ _CHECKS: dict[tuple[type[Any], str], Callable[[Any], Any]] = {
     (DicomConfig, "maximum_pdu_size"): _rule(
         lambda v: v == 0 or v >= 4096, "0 (unlimited) or at least 4096 bytes"
     ),
+    (OutboxConfig, "poll_interval"): _POSITIVE,
+    (OutboxConfig, "retry_initial"): _POSITIVE,
+    (OutboxConfig, "retry_factor"): _rule(lambda v: v >= 1.0, "a factor of at least 1.0"),
+    (OutboxConfig, "retry_max"): _POSITIVE,
+    (OutboxConfig, "lease"): _POSITIVE,
+    (RetentionConfig, "final_steps_days"): _rule(lambda v: v >= 0, "0 (keep) or days"),
+    (RetentionConfig, "journal_days"): _rule(lambda v: v >= 0, "0 (keep) or days"),
+    (RetentionConfig, "delivered_days"): _rule(lambda v: v >= 0, "0 (keep) or days"),
+    (RetentionConfig, "expire_scheduled_days"): _rule(lambda v: v >= 0, "0 (never) or days"),
+    (RetentionConfig, "interval_minutes"): _rule(lambda v: v >= 1, "at least 1 minute"),
     (WorklistPolicy, "max_matches"): _rule(lambda v: v >= 1, "an integer of at least 1"),
     (CallerRule, "ae_title"): _AE_TITLE,
     (CallerRule, "station_ae"): _rule(
@@ -339,6 +387,9 @@ def _document_to_config(document: Mapping[str, Any], source: Path | None) -> Con
             fixed={"fallback_charset": hl7.fallback_charset},
         ),
         worklist=_build(WorklistPolicy, _table(document, "worklist"), "worklist"),
+        mpps=_build(MppsPolicy, _table(document, "mpps"), "mpps"),
+        outbox=_build(OutboxConfig, _table(document, "outbox"), "outbox"),
+        retention=_build(RetentionConfig, _table(document, "retention"), "retention"),
         source=source,
     )
 

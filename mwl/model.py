@@ -128,6 +128,8 @@ class OrderRecord:
     procedures: tuple[ProcedureRecord, ...] = ()
     orc_sequence: int = 1
     """Occurrence of this group's ORC in the message, for ERR locations."""
+    hl7_charset: str = ""
+    """MSH-18 of the message that carried the order: status messages back go out in it."""
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)

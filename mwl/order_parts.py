@@ -101,6 +101,7 @@ def order_from_group(group: OrcGroup, context: Context) -> OrderRecord:
         attributes=_order_attributes(group, context, placer, filler, accession),
         procedures=tuple(procedures),
         orc_sequence=group.orc.sequence,
+        hl7_charset=context.message.header.charset,
     )
 
 

@@ -1,4 +1,5 @@
-"""The tables: patients, orders, requested procedures, scheduled steps, the message journal.
+"""The tables: patients, orders, requested procedures, scheduled steps, the message journal,
+MPPS instances and the outbox.
 
 The hierarchy follows the Modality Worklist information model (PS3.4 K.6.1.2.1): patient →
 imaging service request (order) → requested procedure → scheduled procedure step. Each level
@@ -23,6 +24,7 @@ from typing import Any
 
 from sqlalchemy import (
     BigInteger,
+    Boolean,
     DateTime,
     Dialect,
     ForeignKey,
@@ -149,6 +151,8 @@ class Order(Base):
     admission_id: Mapped[str] = mapped_column(match_key(64), default="", index=True)
     sending_application: Mapped[str] = mapped_column(String(227), default="")
     sending_facility: Mapped[str] = mapped_column(String(227), default="")
+    hl7_charset: Mapped[str] = mapped_column(String(32), default="")
+    """MSH-18 of the order message: status messages to the RIS use the same character set."""
     attributes: Mapped[DicomJson] = mapped_column(DicomJsonText, default=dict)
     created_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow)
     updated_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow, onupdate=utcnow)
@@ -260,3 +264,73 @@ class JournalRow(Base):
     raw: Mapped[bytes] = mapped_column(LargeBinary)
     patient_id: Mapped[str] = mapped_column(String, default="", index=True)
     accession: Mapped[str] = mapped_column(String, default="", index=True)
+
+
+class PerformedStepRow(Base):
+    """One MPPS instance (PS3.4 F.7): its state, the full dataset, and who sent it."""
+
+    __tablename__ = "mpps_instances"
+
+    id: Mapped[int] = mapped_column(BigInteger().with_variant(Integer, "sqlite"), primary_key=True)
+    sop_instance_uid: Mapped[str] = mapped_column(match_key(64), unique=True)
+    status: Mapped[str] = mapped_column(String(16), index=True)
+    calling_ae: Mapped[str] = mapped_column(String(16), default="")
+    performed_station_ae: Mapped[str] = mapped_column(String(16), default="")
+    modality: Mapped[str] = mapped_column(String(16), default="")
+    pps_id: Mapped[str] = mapped_column(String(64), default="")
+    start_datetime: Mapped[str] = mapped_column(String(14), default="", index=True)
+    end_datetime: Mapped[str] = mapped_column(String(14), default="")
+    unscheduled: Mapped[bool] = mapped_column(Boolean, default=False)
+    """No scheduled step matched its Scheduled Step Attributes Sequence (PS3.4 F.7.2.1.2)."""
+    attributes: Mapped[DicomJson] = mapped_column(DicomJsonText, default=dict)
+    created_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow)
+    updated_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow, onupdate=utcnow)
+
+
+class MppsStepLink(Base):
+    """A scheduled step an MPPS refers to (several in the group case, PS3.4 F.7.2.1.2)."""
+
+    __tablename__ = "mpps_step_links"
+
+    mpps_id: Mapped[int] = mapped_column(
+        ForeignKey("mpps_instances.id", ondelete="CASCADE"), primary_key=True
+    )
+    step_id: Mapped[int] = mapped_column(
+        ForeignKey("scheduled_steps.id", ondelete="CASCADE"), primary_key=True, index=True
+    )
+
+
+class OutboxRow(Base):
+    """A message to deliver: written in the transaction of the change that caused it, sent
+    until the receiver accepts it (the outbox pattern, ARCHITECTURE.md).
+
+    ``event`` says what to send (JSON); ``payload`` is the rendered message, fixed at the first
+    attempt so every retry sends the same bytes and the same ``control_id`` (MSH-10).
+    Messages with one ``(destination, order_key)`` go out in ``id`` order.
+    """
+
+    __tablename__ = "outbox"
+    __table_args__ = (
+        Index("ix_outbox_due", "state", "next_attempt_at"),
+        Index("ix_outbox_sequence", "destination", "order_key", "id"),
+    )
+
+    id: Mapped[int] = mapped_column(BigInteger().with_variant(Integer, "sqlite"), primary_key=True)
+    destination: Mapped[str] = mapped_column(String(64))
+    kind: Mapped[str] = mapped_column(String(8))
+    """``hl7`` (MLLP to an [[outbound]] receiver) or ``dicom`` (MPPS to an [[mpps_forward]])."""
+    order_key: Mapped[str] = mapped_column(String(128))
+    operation: Mapped[str] = mapped_column(String(16))
+    event: Mapped[str] = mapped_column(Text)
+    payload: Mapped[bytes | None] = mapped_column(LargeBinary, nullable=True)
+    control_id: Mapped[str] = mapped_column(String(64), index=True)
+    state: Mapped[str] = mapped_column(String(10), default="pending")
+    """``pending``, ``sent``, ``dead`` (refused by the receiver) or ``discarded`` (by hand)."""
+    attempts: Mapped[int] = mapped_column(Integer, default=0)
+    next_attempt_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow)
+    claimed_by: Mapped[str | None] = mapped_column(String(64), nullable=True)
+    claimed_until: Mapped[datetime | None] = mapped_column(UTCDateTime, nullable=True)
+    last_error: Mapped[str] = mapped_column(Text, default="")
+    ack: Mapped[bytes | None] = mapped_column(LargeBinary, nullable=True)
+    created_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow)
+    sent_at: Mapped[datetime | None] = mapped_column(UTCDateTime, nullable=True)

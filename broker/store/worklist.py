@@ -209,6 +209,8 @@ def _merge_order(row: Order, order: OrderRecord) -> None:
         row.placer_number, row.placer_namespace = order.placer.number, order.placer.namespace
     if order.filler is not None:
         row.filler_number, row.filler_namespace = order.filler.number, order.filler.namespace
+    if order.hl7_charset:
+        row.hl7_charset = order.hl7_charset
 
 
 def _merge_procedure(order: Order, record: ProcedureRecord, status: SPSStatus) -> None:

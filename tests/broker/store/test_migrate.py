@@ -42,21 +42,32 @@ def test_the_migrations_build_the_models_schema(database: DatabaseConfig) -> Non
 
 
 def reflected_collations(engine: Engine) -> dict[tuple[str, str], str | None]:
+    """Collations of the columns the database has (tables of later revisions are absent)."""
     inspector = inspect(engine)
+    present = set(inspector.get_table_names())
     return {
         (table.name, column["name"]): getattr(column["type"], "collation", None)
         for table in metadata.sorted_tables
+        if table.name in present
         for column in inspector.get_columns(table.name)
     }
 
 
 def model_collations(engine: Engine) -> dict[tuple[str, str], str | None]:
+    """Collations the models give the columns of the tables the database has."""
+    inspector = inspect(engine)
+    present = {
+        (name, column["name"])
+        for name in inspector.get_table_names()
+        for column in inspector.get_columns(name)
+    }
     return {
         (table.name, column.name): getattr(
             column.type.dialect_impl(engine.dialect), "collation", None
         )
         for table in metadata.sorted_tables
         for column in table.columns
+        if (table.name, column.name) in present
     }
 
 
