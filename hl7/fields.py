@@ -1,10 +1,15 @@
-"""Field text → unescaped tuples, parsed with hl7apy when it knows the field.
+"""Field text → unescaped tuples: split on the message's delimiters, with hl7apy checking
+each field layout once.
 
-hl7apy's ``parse_field`` (TOLERANT) runs per repetition, memoised on (text, field name,
-version, separators, codec): it costs ~0.1–0.2 ms per field (pitfalls.md) and real feeds repeat
-values. Z-segments, names or versions hl7apy does not know and any hl7apy exception use plain
-splitting, which gives the same tuples. Both paths treat a whitespace-only (sub-)component as
-empty and drop trailing empty parts; typed leaves (DTM, NM, SI…) keep the sender's text.
+The tuples come from the delimiters (repetition → component → sub-component); a
+whitespace-only part is empty and trailing empty parts are dropped. hl7apy's ``parse_field``
+(TOLERANT) builds the same tree for every field it can parse (checked by the tests on every
+sample and a fuzz run), at ~0.1–0.3 ms per field (pitfalls.md), which is most of the cost of a
+message. So hl7apy is spent where its structure model can say something and only once for
+each: it parses the first field of each *layout* (the text with its values replaced by a
+placeholder: ``DOE^JOHN`` and ``ROE^JANE`` share one) per field name and version, and a layout
+it reads differently is logged. Lone values (no component, sub-component or repetition) and
+Z-segments are not given to it. Parsed fields are memoised on their text as well.
 """
 
 from __future__ import annotations
@@ -37,20 +42,66 @@ def library_version(version: str) -> str | None:
 
 @functools.lru_cache(maxsize=_CACHE_SIZE)
 def parse(text: str, name: str, library: str | None, d: Delimiters, codec: str) -> Reps:
-    """Escaped field text → unescaped tuples; hl7apy first, plain splitting as fallback."""
-    reps = None
-    if text and library is not None and not name.startswith("Z"):
-        try:
-            reps = _hl7apy_reps(text, name, library, d)
-        except Exception as exc:  # hl7apy raises many types; splitting gives the same shape
-            logger.debug("hl7apy could not parse %s (%s); splitting", name, type(exc).__name__)
-    if reps is None:
-        reps = _split_reps(text, d)
+    """Escaped field text → unescaped tuples (see the module docstring for hl7apy's part)."""
+    reps = _split_reps(text, d)
+    if _structured(text, d) and library is not None and not name.startswith("Z"):
+        check_layout(text, name, library, d)
     if d.escape not in text:
         return reps
     return tuple(
         tuple(tuple(unescape_with(s, d, codec) for s in comp) for comp in rep) for rep in reps
     )
+
+
+def _structured(text: str, d: Delimiters) -> bool:
+    """Whether the text has components, sub-components or repetitions for hl7apy to parse.
+
+    A lone value (an ID, a date, a code) is one leaf: hl7apy would build a field, a component
+    and a sub-component object around it and hand back the same text.
+    """
+    return d.component in text or d.subcomponent in text or d.repetition in text
+
+
+_LAYOUTS: dict[tuple[str, str, str, Delimiters], bool] = {}
+_MAX_LAYOUTS = 4096
+
+
+def check_layout(text: str, name: str, library: str, d: Delimiters) -> bool:
+    """hl7apy's verdict on the layout of ``text``, parsed once per layout and field.
+
+    The layout is the text with every value replaced by a placeholder (``DOE^JOHN`` and
+    ``ROE^JANE`` share ``x^x``). hl7apy parses the first field of each layout; a layout it
+    cannot parse, or parses into another tree than the split, is logged once. A pure memo.
+    """
+    key = (layout(text, d), name, library, d)
+    verdict = _LAYOUTS.get(key)
+    if verdict is None:
+        verdict = _hl7apy_agrees(text, name, library, d)
+        if len(_LAYOUTS) < _MAX_LAYOUTS:
+            _LAYOUTS[key] = verdict
+    return verdict
+
+
+def layout(text: str, d: Delimiters) -> str:
+    """``text`` with each value replaced by ``x`` (blank ones by a space)."""
+    return _value_runs(d).sub(lambda m: "x" if m.group(0).strip() else " ", text)
+
+
+@functools.lru_cache(maxsize=16)
+def _value_runs(d: Delimiters) -> re.Pattern[str]:
+    separators = re.escape(d.component + d.repetition + d.subcomponent)
+    return re.compile(f"[^{separators}]+")
+
+
+def _hl7apy_agrees(text: str, name: str, library: str, d: Delimiters) -> bool:
+    try:
+        agrees = _hl7apy_reps(text, name, library, d) == _split_reps(text, d)
+    except Exception as exc:  # hl7apy raises many types for what it cannot parse
+        logger.debug("hl7apy could not parse %s (%s)", name, type(exc).__name__)
+        return False
+    if not agrees:
+        logger.warning("hl7apy reads a %s layout differently from its delimiters", name)
+    return agrees
 
 
 def _split_reps(text: str, d: Delimiters) -> Reps:

@@ -188,7 +188,7 @@ def test_hl7apy_and_splitting_agree_on_awkward_fields(name: str, text: str, vers
     assert fields._hl7apy_reps(text, name, version, d) == fields._split_reps(text, d)
 
 
-def test_fields_go_through_hl7apy_once(monkeypatch: pytest.MonkeyPatch) -> None:
+def test_hl7apy_parses_each_field_layout_once(monkeypatch: pytest.MonkeyPatch) -> None:
     calls: list[str] = []
     real = fields.parse_field
 
@@ -197,12 +197,23 @@ def test_fields_go_through_hl7apy_once(monkeypatch: pytest.MonkeyPatch) -> None:
         return real(text, **kwargs)
 
     monkeypatch.setattr(fields, "parse_field", counting)
+    monkeypatch.setattr(fields, "_LAYOUTS", {})
     fields.parse.cache_clear()
-    raw = msg("PID|1||123^^^HOSP||DOE^JOHN")
-    for _ in range(3):
-        pid = decode(raw).first("PID")
-        assert pid is not None and pid.value(5, 2) == "JOHN"
+    for name in ("DOE^JOHN", "ROE^JANE", "DOE^JOHN"):  # one layout: x^x
+        pid = decode(msg(f"PID|1||123^^^HOSP||{name}")).first("PID")
+        assert pid is not None and pid.value(5, 1) == name.split("^")[0]
     assert calls == ["PID_5"]
+    pid = decode(msg("PID|1||123^^^HOSP||DOE^JOHN^^^DR")).first("PID")  # a new layout
+    assert pid is not None and pid.value(5, 5) == "DR"
+    assert calls == ["PID_5", "PID_5"]
+    lone = decode(msg("PID|1||123")).first("PID")  # a lone value is not given to hl7apy
+    assert lone is not None and lone.value(3) == "123"
+    assert calls == ["PID_5", "PID_5"]
+
+
+def test_layout_replaces_values_by_placeholders() -> None:
+    d = Delimiters()
+    assert fields.layout("DOE^JOHN^^ ^DR~X&Y", d) == "x^x^^ ^x~x&x"
 
 
 def test_typed_leaves_keep_the_sender_text() -> None:
