@@ -18,7 +18,10 @@ from broker.store.errors import store_errors, translated
 from broker.store.finder import SqlWorklistFinder
 from broker.store.items import step_to_item, worklist_items_query
 from broker.store.journal import SqlJournal
+from broker.store.mpps import SqlMppsStore, duplicate_instances
+from broker.store.outbox_queue import SqlOutbox
 from broker.store.worklist import SqlWorklistStore
+from mpps.ports import MppsStore, MppsUnitOfWork, Outbox
 from mwl.model import WorklistItem
 from mwl.ports import Journal, StoreFailure, UnitOfWork, WorklistStore
 
@@ -26,7 +29,8 @@ log = logging.getLogger(__name__)
 
 
 class SqlUnitOfWork:
-    """One session, one transaction: :class:`mwl.ports.UnitOfWork`.
+    """One session, one transaction: :class:`mwl.ports.UnitOfWork` and
+    :class:`mpps.ports.MppsUnitOfWork`.
 
     Nothing is visible to others before :meth:`commit`; leaving the ``with`` block without a
     commit, or with an exception, rolls back.
@@ -34,11 +38,15 @@ class SqlUnitOfWork:
 
     worklist: WorklistStore
     journal: Journal
+    mpps: MppsStore
+    outbox: Outbox
 
     def __init__(self, session: Session) -> None:
         self._session = session
         self.worklist = SqlWorklistStore(session)
         self.journal = SqlJournal(session)
+        self.mpps = SqlMppsStore(session)
+        self.outbox = SqlOutbox(session)
 
     def __enter__(self) -> SqlUnitOfWork:
         return self
@@ -53,8 +61,10 @@ class SqlUnitOfWork:
 
     @translated
     def commit(self) -> None:
-        """Make the unit's changes durable; :class:`DuplicateMessage` for a second AA."""
-        self._session.commit()
+        """Make the unit's changes durable; :class:`DuplicateMessage` for a second AA,
+        :class:`DuplicateInstance` for a second MPPS with one SOP Instance UID."""
+        with duplicate_instances():
+            self._session.commit()
 
     def close(self) -> None:
         """Roll back whatever was not committed and give the connection back to the pool."""
@@ -99,6 +109,11 @@ class Store:
 
     def unit_of_work(self) -> UnitOfWork:
         """A new unit of work (:data:`mwl.ports.UnitOfWorkFactory`)."""
+        return SqlUnitOfWork(self._writers())
+
+    def mpps_unit_of_work(self) -> MppsUnitOfWork:
+        """A new unit of work over MPPS instances and the outbox too
+        (:data:`mpps.ports.MppsUnitOfWorkFactory`)."""
         return SqlUnitOfWork(self._writers())
 
     def read_session(self) -> Session:

@@ -1,0 +1,51 @@
+"""The outbox table as a queue: messages written in the transaction of the change that caused
+them (the outbox pattern, ARCHITECTURE.md), delivered later by the sender.
+
+:class:`SqlOutbox` is the writing side, :class:`mpps.ports.Outbox`: one ``pending`` row per
+:class:`mpps.ports.OutboxEntry`, due at once, its ``event`` as JSON text. Rows of one
+``(destination, order_key)`` are delivered in ``id`` order.
+"""
+
+from __future__ import annotations
+
+import json
+
+from sqlalchemy.orm import Session
+
+from broker.store.errors import translated
+from broker.store.schema import OutboxRow, utcnow
+from mpps.ports import OutboxEntry
+
+PENDING = "pending"
+
+
+class SqlOutbox:
+    """Queues messages in the ``outbox`` table within the session's transaction."""
+
+    def __init__(self, session: Session) -> None:
+        self._session = session
+
+    @translated
+    def add(self, entry: OutboxEntry) -> int:
+        row = entry_to_row(entry)
+        self._session.add(row)
+        self._session.flush()
+        return row.id
+
+
+def entry_to_row(entry: OutboxEntry) -> OutboxRow:
+    """A new ``pending`` row, due now, for ``entry``."""
+    now = utcnow()
+    return OutboxRow(
+        destination=entry.destination,
+        kind=entry.kind,
+        order_key=entry.order_key,
+        operation=entry.operation,
+        control_id=entry.control_id,
+        event=json.dumps(entry.event, ensure_ascii=False, separators=(",", ":")),
+        state=PENDING,
+        attempts=0,
+        next_attempt_at=now,
+        last_error="",
+        created_at=now,
+    )
