@@ -16,7 +16,13 @@ from concurrent.futures import Executor
 from broker.config import Config
 from broker.dicom import DicomServer
 from broker.hl7_listener import IntakeHandler, start_parse_pool, start_store_pool
+from broker.housekeeping import Housekeeping
+from broker.jobs import Jobs
+from broker.mpps_service import build_mpps_service
+from broker.outbound import OutboundSender
 from broker.store import Store, migrate
+from broker.store.outbox import OutboxLedger
+from broker.web import WebContext, WebServer, create_app
 from hl7.server import MLLPServer, ServerSettings
 from mwl.inbound import AckIdentity, InboundProcessor
 from mwl.intake import Intake
@@ -27,14 +33,23 @@ STOP_GRACE_SECONDS = 10.0
 
 
 class Broker:
-    """The running broker: store, HL7 listener and the pools behind it, DICOM listener."""
+    """The running broker: store, HL7 listener and the pools behind it, DICOM listener,
+    outbox sender and scheduled jobs."""
 
     def __init__(self, config: Config) -> None:
         self.config = config
         self.store: Store | None = None
         self.mllp: MLLPServer | None = None
         self.dicom: DicomServer | None = None
+        self.sender: OutboundSender | None = None
+        self.jobs: Jobs | None = None
+        self.http: WebServer | None = None
         self._executors: list[Executor] = []
+
+    def outbox_wake(self) -> None:
+        """Deliver newly committed outbox rows now; thread-safe (the MPPS ``on_commit``)."""
+        if self.sender is not None:
+            self.sender.wake()
 
     @property
     def hl7_port(self) -> int:
@@ -45,6 +60,11 @@ class Broker:
     def dicom_port(self) -> int:
         assert self.dicom is not None, "the broker is not started"
         return self.dicom.port
+
+    @property
+    def http_port(self) -> int:
+        assert self.http is not None, "the broker is not started"
+        return self.http.port
 
     async def start(self) -> None:
         config = self.config
@@ -57,6 +77,7 @@ class Broker:
             config.hl7.parse_process_count(os.cpu_count()), config.mapping
         )
         self._executors = [e for e in (parse_pool, store_pool) if e is not None]
+        await self._start_delivery(self.store, parse_pool)
         processor = InboundProcessor(
             self.store.unit_of_work,
             Intake(config.mapping),
@@ -68,12 +89,35 @@ class Broker:
         self.mllp = MLLPServer(handler, _server_settings(config))
         await self.mllp.start()
         log.info("HL7 MLLP listener on %s:%d", config.hl7.host, self.mllp.port)
-        self.dicom = DicomServer(config.dicom, self.store.finder(), config.worklist)
+        mpps = build_mpps_service(config, self.store.mpps_unit_of_work)
+        self.dicom = DicomServer(config.dicom, self.store.finder(), config.worklist, mpps)
         self.dicom.start()
         log.info("DICOM listener on %s:%d as AE %s", config.dicom.host, self.dicom.port,
                  config.dicom.ae_title)  # fmt: skip
+        web = WebContext(config=config, store=self.store, mllp=self.mllp, dicom=self.dicom)
+        self.http = WebServer(config.http, create_app(web))
+        await self.http.start()
+
+    async def _start_delivery(self, store: Store, renderer: Executor | None) -> None:
+        """The outbox sender (HL7 rendered in the parse pool) and the scheduled jobs."""
+        self.sender = OutboundSender.from_config(self.config, OutboxLedger(store.engine), renderer)
+        await self.sender.start()
+        housekeeping = Housekeeping(store.engine, self.config.retention)
+        self.jobs = Jobs(outbox=self.config.outbox, retention=self.config.retention,
+                         poll=self.sender.wake, housekeeping=housekeeping)  # fmt: skip
+        self.jobs.start()
+
+    async def _stop_delivery(self) -> None:
+        """Jobs, then the sender: sends in flight finish, unsent claims go back."""
+        if self.jobs is not None:
+            await self.jobs.stop()
+        if self.sender is not None:
+            await self.sender.stop(STOP_GRACE_SECONDS)
 
     async def stop(self) -> None:
+        if self.http is not None:
+            await self.http.stop()
+        await self._stop_delivery()
         await asyncio.gather(self._stop_mllp(), self._stop_dicom())
         for executor in self._executors:
             executor.shutdown(wait=True, cancel_futures=False)

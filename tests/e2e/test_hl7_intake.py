@@ -21,7 +21,7 @@ from typing import Any
 import pytest
 
 from broker.app import Broker
-from broker.config import Config, DatabaseConfig, DicomConfig, HL7Config
+from broker.config import Config, DatabaseConfig, DicomConfig, HL7Config, HttpConfig
 from broker.store import Store
 from hl7.ack import read_ack
 from hl7.client import AsyncMLLPClient
@@ -42,6 +42,7 @@ def config_for(tmp_path: Path, *, parse_workers: int = -1, **hl7: Any) -> Config
         database=DatabaseConfig(url=f"sqlite:///{tmp_path / 'broker.db'}"),
         hl7=HL7Config(port=0, parse_workers=parse_workers, **hl7),
         dicom=DicomConfig(port=0),
+        http=HttpConfig(port=0),
     )
 
 
@@ -187,7 +188,7 @@ def _serve(tmp_path: Path) -> tuple[subprocess.Popen[str], int]:
     database = tmp_path / "serve.db"
     config.write_text(
         f'[database]\nurl = "sqlite:///{database}"\n[hl7]\nport = 0\nparse_workers = 1\n'
-        "[dicom]\nport = 0\n"
+        "[dicom]\nport = 0\n[http]\nport = 0\n"
     )
     env = {k: v for k, v in os.environ.items() if not k.startswith("MWL_BROKER_")}
     process = subprocess.Popen(

@@ -28,7 +28,7 @@ from pydicom import Dataset, dcmread
 from pynetdicom import AE
 
 from broker.app import Broker
-from broker.config import Config, DatabaseConfig, DicomConfig, HL7Config
+from broker.config import Config, DatabaseConfig, DicomConfig, HL7Config, HttpConfig
 from broker.dicom import MODALITY_WORKLIST_FIND, VERIFICATION
 from broker.store import Store
 from hl7.ack import read_ack
@@ -128,6 +128,7 @@ def worklist(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Worklist]:
         database=DatabaseConfig(url=f"sqlite:///{directory / 'broker.db'}"),
         hl7=HL7Config(port=0, parse_workers=-1),
         dicom=DicomConfig(port=0, ae_title=SCP_AE),
+        http=HttpConfig(port=0),
     )
     today = date.today()
     with running(config) as broker:
@@ -143,6 +144,7 @@ def test_broker_announces_the_dicom_listener_and_stops_it(
         database=DatabaseConfig(url=f"sqlite:///{tmp_path / 'broker.db'}"),
         hl7=HL7Config(port=0, parse_workers=-1),
         dicom=DicomConfig(port=0, ae_title="E2E_MWL"),
+        http=HttpConfig(port=0),
     )
     scu = AE(ae_title="E2E_SCU")
     scu.add_requested_context(VERIFICATION)

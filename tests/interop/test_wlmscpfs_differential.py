@@ -54,7 +54,7 @@ import pytest
 from pydicom.dataset import Dataset
 
 from broker.app import Broker
-from broker.config import Config, DatabaseConfig, DicomConfig, HL7Config
+from broker.config import Config, DatabaseConfig, DicomConfig, HL7Config, HttpConfig
 from broker.importer import Outcome, import_worklist
 from broker.store import Store, migrate
 from tests.interop.dcmtk import (
@@ -135,6 +135,7 @@ def _broker_config(root: Path) -> Config:
         database=DatabaseConfig(url=f"sqlite:///{root / 'broker.db'}"),
         hl7=HL7Config(port=0, parse_workers=-1),
         dicom=DicomConfig(ae_title=BROKER_AE, host="127.0.0.1", port=0),
+        http=HttpConfig(port=0),
     )
 
 
