@@ -21,13 +21,19 @@ from broker.jobs import Jobs
 from broker.mpps_service import build_mpps_service
 from broker.outbound import OutboundSender
 from broker.store import Store, migrate
+from broker.store.migrate import pending_upgrade
 from broker.store.outbox import OutboxLedger
 from broker.web import WebContext, WebServer, create_app
 from hl7.server import MLLPServer, ServerSettings
 from mwl.inbound import AckIdentity, InboundProcessor
 from mwl.intake import Intake
+from mwl.ports import StoreFailure
 
 log = logging.getLogger(__name__)
+
+
+class StartupError(Exception):
+    """The broker cannot start (schema not migrated, a port taken, store unreachable)."""
 
 STOP_GRACE_SECONDS = 10.0
 
@@ -70,6 +76,8 @@ class Broker:
         config = self.config
         if config.database.url.startswith("sqlite"):
             migrate(config.database)  # the embedded default needs no separate step
+        elif (reason := pending_upgrade(config.database)) is not None:
+            raise StartupError(f"{reason}: run `mwl-broker migrate` first")
         self.store = Store.open(config.database)
         store_pool = start_store_pool(config.database.url.startswith("sqlite"),
                                       config.database.pool_size)  # fmt: skip
@@ -164,7 +172,16 @@ def _stop_on_signals() -> asyncio.Event:
     return event
 
 
+EXIT_CANNOT_START = 1
+
+
 def serve(config: Config) -> int:
-    """``mwl-broker serve``: run until SIGTERM/SIGINT; 0 after a clean stop."""
-    asyncio.run(run(config))
+    """``mwl-broker serve``: run until SIGTERM/SIGINT; 0 after a clean stop, 1 when the broker
+    cannot start (the reason is logged: a listener port taken, the database unreachable or
+    not migrated)."""
+    try:
+        asyncio.run(run(config))
+    except (StartupError, StoreFailure, OSError) as error:
+        log.error("cannot start: %s", error)
+        return EXIT_CANNOT_START
     return 0
