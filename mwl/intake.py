@@ -149,14 +149,8 @@ class Intake:
 
 def find_order(uow: UnitOfWork, order: OrderRecord) -> StoredOrder | None:
     """The stored order: by a Study Instance UID the order carried, else by order number."""
-    for procedure in order.procedures:
-        if not procedure.study_uid_generated:
-            stored = uow.worklist.find_order_by_study(procedure.study_uid)
-            if stored is not None:
-                return stored
-    if order.placer or order.filler:
-        return uow.worklist.find_order(order.placer, order.filler)
-    return None
+    carried = [p.study_uid for p in order.procedures if not p.study_uid_generated]
+    return uow.worklist.find_order_for(carried, order.placer, order.filler)
 
 
 def _unknown_order(order: OrderRecord) -> MessageError:

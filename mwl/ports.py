@@ -8,7 +8,7 @@ database library's exception), which the intake answers with AR so the sender re
 
 from __future__ import annotations
 
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass
 from datetime import datetime
 from types import TracebackType
@@ -73,6 +73,13 @@ class WorklistStore(Protocol):
 
     def find_order_by_study(self, study_uid: str) -> StoredOrder | None:
         """The order owning the requested procedure with this Study Instance UID."""
+
+    def find_order_for(
+        self, study_uids: Sequence[str], placer: OrderNumber | None, filler: OrderNumber | None
+    ) -> StoredOrder | None:
+        """The order owning a requested procedure with one of ``study_uids`` (the first of
+        them that one has), else the order with this placer number, else with this filler
+        number: :meth:`find_order_by_study` for each UID, then :meth:`find_order`, at once."""
 
     def add_order(
         self, patient: int, order: OrderRecord, status: SPSStatus, *, sender: tuple[str, str]

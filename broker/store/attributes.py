@@ -62,6 +62,14 @@ def apply_columns(row: object, record: object, columns: Mapping[str, str], new: 
         setattr(row, column, column_value(getattr(record, column, ""), new, tag, current))
 
 
+def new_columns(record: object, columns: Mapping[str, str], new: DicomJson) -> dict[str, str]:
+    """The typed ``columns`` of a new row for ``record``: :func:`apply_columns` on an empty row."""
+    return {
+        column: column_value(getattr(record, column, ""), new, tag, "")
+        for column, tag in columns.items()
+    }
+
+
 def column_value(field: str, new: DicomJson, tag: str, current: str) -> str:
     """The record's field, else its element ``tag`` when present, else ``current``."""
     if field:

@@ -220,3 +220,48 @@ def test_ack_addresses_the_sender(processor: InboundProcessor) -> None:
     assert (header.receiving_application, header.receiving_facility) == ("RIS", "HOSP")
     assert header.version == "2.3.1"
     assert datetime.now(UTC).year >= 2026
+
+
+def test_a_study_uid_the_order_carried_wins_over_its_order_number(
+    store: Store, processor: InboundProcessor
+) -> None:
+    send(processor, order(zds=ZDS))
+    other = order(
+        orc="NW|P2^RIS|F2^RIS||SC||^^^202611261030", zds="ZDS|1.2.3.4.6^100^Application^DICOM",
+        control_id="MSG2",
+    )  # fmt: skip
+    send(processor, other)
+    cancel = order(orc="CA|P1^RIS|F1^RIS||CA", zds="ZDS|1.2.3.4.6^100^Application^DICOM",
+                   control_id="MSG3")  # fmt: skip
+    assert send(processor, cancel)[0] == "AA"
+    assert {(i.study_uid, i.status) for i in items(store)} == {
+        ("1.2.3.4.5", SPSStatus.SCHEDULED),
+        ("1.2.3.4.6", SPSStatus.CANCELED),
+    }
+
+
+def test_an_update_and_a_new_order_in_one_message(
+    store: Store, processor: InboundProcessor
+) -> None:
+    send(processor, order(zds=ZDS))
+    both = order(
+        orc="XO|P1^RIS|F1^RIS||SC||^^^202611280800",
+        zds=ZDS,
+        control_id="MSG2",
+        extra=(
+            "ORC|NW|P2^RIS|F2^RIS||SC||^^^202611290900",
+            "OBR|2|P2^RIS|F2^RIS|CTHEAD^CT Head^L||||||||||||||ACC2|RP2|SPS2||||CT",
+            "ZDS|1.2.3.4.6^100^Application^DICOM",
+        ),
+    )
+    assert send(processor, both)[0] == "AA"
+    dates = {
+        i.study_uid: i.dataset["00400100"]["Value"][0]["00400002"]["Value"] for i in items(store)
+    }
+    assert dates == {"1.2.3.4.5": ["20261128"], "1.2.3.4.6": ["20261129"]}
+    cancel = order(orc="CA|P2^RIS|F2^RIS||CA", control_id="MSG3")
+    assert send(processor, cancel)[0] == "AA"
+    assert {(i.study_uid, i.status) for i in items(store)} == {
+        ("1.2.3.4.5", SPSStatus.SCHEDULED),
+        ("1.2.3.4.6", SPSStatus.CANCELED),
+    }

@@ -8,8 +8,10 @@ from datetime import UTC, datetime, timedelta, timezone
 
 import pytest
 from sqlalchemy import select
+from sqlalchemy.orm import Session
 
 from broker.store import Store
+from broker.store.journal import SqlJournal
 from broker.store.schema import JournalRow
 from mwl.model import PatientKey
 from mwl.ports import DuplicateMessage, JournalEntry
@@ -101,3 +103,52 @@ def test_a_naive_timestamp_is_refused(store: Store) -> None:
     naive = replace(journal_entry(), received_at=datetime(2024, 5, 1, 9, 30))
     with store.unit_of_work() as uow, pytest.raises(ValueError, match="timezone-aware"):
         uow.journal.record(naive)
+
+
+def test_find_accepted_sees_the_row_recorded_in_its_unit(store: Store) -> None:
+    accepted = journal_entry("MSG1")
+    with store.unit_of_work() as uow:
+        uow.journal.record(accepted)
+        assert uow.journal.find_accepted(SENDER, "MSG1") == accepted.ack
+        uow.journal.record(journal_entry("MSG2", "AE"))
+        uow.commit()
+    with store.read_session() as session:
+        assert session.scalars(select(JournalRow.control_id).order_by(JournalRow.id)).all() == [
+            "MSG1",
+            "MSG2",
+        ]
+
+
+def test_a_rollback_drops_the_rows_recorded_before_it(store: Store) -> None:
+    with Session(store.engine) as session:
+        journal = SqlJournal(session)
+        journal.record(journal_entry("MSG1"))
+        session.rollback()
+        journal.record(journal_entry("MSG2"))
+        session.commit()
+        journal.record(journal_entry("MSG3"))
+        session.commit()
+    with store.read_session() as session:
+        assert session.scalars(select(JournalRow.control_id).order_by(JournalRow.id)).all() == [
+            "MSG2",
+            "MSG3",
+        ]
+
+
+def test_a_savepoint_rollback_drops_only_the_rows_recorded_in_it(store: Store) -> None:
+    with Session(store.engine) as session:
+        journal = SqlJournal(session)
+        journal.record(journal_entry("MSG1"))
+        savepoint = session.begin_nested()
+        journal.record(journal_entry("MSG2"))
+        savepoint.rollback()
+        with session.begin_nested():
+            journal.record(journal_entry("MSG3"))
+        journal.record(journal_entry("MSG4"))
+        session.commit()
+    with store.read_session() as session:
+        assert session.scalars(select(JournalRow.control_id).order_by(JournalRow.id)).all() == [
+            "MSG1",
+            "MSG3",
+            "MSG4",
+        ]

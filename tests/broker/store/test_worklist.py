@@ -3,10 +3,11 @@
 from __future__ import annotations
 
 import threading
+from datetime import UTC, datetime
 from typing import Any
 
 import pytest
-from sqlalchemy import select
+from sqlalchemy import inspect, select
 
 from broker.store import Store
 from broker.store.schema import Order, Patient, ScheduledStep, StepStationAE
@@ -334,3 +335,129 @@ def test_constraint_violations_are_store_failures(store: Store) -> None:
     with store.unit_of_work() as uow, pytest.raises(StoreFailure) as failure:
         uow.worklist.add_order(10_000, order(), SPSStatus.SCHEDULED, sender=SENDER)  # no patient
     assert not isinstance(failure.value, DuplicateMessage)
+
+
+def test_add_order_writes_every_column(store: Store) -> None:
+    before = datetime.now(UTC)
+    stored = add(store, procedures=(procedure(steps=(step(station_aes=("CT2", "CT1", "CT2")),)),))
+    with store.read_session() as session:
+        order_row = session.get_one(Order, stored.id)
+        (procedure_row,) = order_row.procedures
+        (step_row,) = procedure_row.steps
+        patient_row = session.get_one(Patient, stored.patient_id)
+        station_aes = [ae.ae_title for ae in step_row.station_aes]
+    assert columns(patient_row, "created_at", "updated_at") == {
+        "id": stored.patient_id, "patient_id": "P1", "issuer": "HOSP", "name": "Müller^Hans",
+        "name_folded": "MULLER^HANS", "birth_date": "19700101", "sex": "M",
+        "attributes": patient().attributes, "merged_into_id": None,
+    }  # fmt: skip
+    assert columns(order_row, "created_at", "updated_at") == {
+        "id": stored.id, "patient_id": stored.patient_id, "placer_number": "PL1",
+        "placer_namespace": "RIS", "filler_number": "FI1", "filler_namespace": "PACS",
+        "accession": "ACC1", "referring_physician": "Dupré^Jean",
+        "referring_physician_folded": "DUPRE^JEAN", "admission_id": "V1",
+        "sending_application": "RIS", "sending_facility": "HOSP", "hl7_charset": "",
+        "attributes": order().attributes,
+    }  # fmt: skip
+    assert columns(procedure_row) == {
+        "id": stored.procedures[0].id, "order_id": stored.id, "study_uid": "1.2.3.1",
+        "requested_procedure_id": "RP1", "description": "CT head",
+        "attributes": procedure().attributes,
+    }  # fmt: skip
+    assert columns(step_row, "updated_at") == {
+        "id": stored.steps[0].id, "procedure_id": stored.procedures[0].id, "sps_id": "SPS1",
+        "status": "SCHEDULED", "start_date": "20240501", "start_time": "0930",
+        "start_datetime": "20240501093000", "modality": "CT",
+        "performing_physician": "Gómez^Ana", "performing_physician_folded": "GOMEZ^ANA",
+        "station_name": "CT-ROOM-1", "location": "RAD", "description": "step SPS1",
+        "attributes": step().attributes, "version": 1,
+    }  # fmt: skip
+    assert station_aes == ["CT1", "CT2"]
+    for row in (patient_row, order_row):
+        assert before <= row.created_at <= row.updated_at <= datetime.now(UTC)
+    assert before <= step_row.updated_at <= datetime.now(UTC)
+
+
+def columns(row: object, *timestamps: str) -> dict[str, Any]:
+    """The row's column values, but ``timestamps``."""
+    table = inspect(row).mapper.local_table
+    return {c.key: getattr(row, c.key) for c in table.columns if c.key not in timestamps}
+
+
+def test_add_order_returns_what_the_lookups_find(store: Store) -> None:
+    stored = add(
+        store,
+        procedures=(
+            procedure("1.2.3.1", "RP1", steps=(step("SPS1"), step("SPS2"), step("SPS3"))),
+            procedure("1.2.3.2", "RP2", steps=()),
+            procedure("1.2.3.3", "RP3", steps=(step("SPS1"), step("SPS4", station_aes=()))),
+        ),
+    )
+    assert [(p.study_uid, [s.sps_id for s in p.steps]) for p in stored.procedures] == [
+        ("1.2.3.1", ["SPS1", "SPS2", "SPS3"]),
+        ("1.2.3.2", []),
+        ("1.2.3.3", ["SPS1", "SPS4"]),
+    ]
+    with store.unit_of_work() as uow:
+        assert uow.worklist.find_order_for(["1.2.3.3"], None, None) == stored
+    with store.read_session() as session:
+        versions = session.execute(select(ScheduledStep.sps_id, ScheduledStep.version)).all()
+        aes = session.execute(select(StepStationAE.step_id, StepStationAE.ae_title)).all()
+    assert sorted(versions) == [("SPS1", 1), ("SPS1", 1), ("SPS2", 1), ("SPS3", 1), ("SPS4", 1)]
+    assert sorted(aes) == sorted((s.id, "CT1") for s in stored.steps if s.sps_id != "SPS4")
+
+
+def test_find_order_for_takes_study_uids_then_placer_then_filler(store: Store) -> None:
+    first = add(store, placer="PL1", filler="FI1", procedures=(procedure("1.2.3.1"),))
+    second = add(store, placer="PL2", filler="FI2", procedures=(procedure("1.2.3.2"),))
+    third = add(store, placer="PL3", filler="FI3", procedures=(procedure("1.2.3.3"),))
+    add(store, placer="PL1", filler="FI4", procedures=(procedure("1.2.3.4"),))
+    pl1, pl2, fi1, fi3 = (OrderNumber("PL1", "RIS"), OrderNumber("PL2", "RIS"),
+                          OrderNumber("FI1", "PACS"), OrderNumber("FI3", "PACS"))  # fmt: skip
+    with store.unit_of_work() as uow:
+        find = uow.worklist.find_order_for
+        assert find(["9.9", "1.2.3.2", "1.2.3.1"], pl1, fi1) == second  # the first UID known
+        assert find(["1.2.3.1", "1.2.3.2"], pl2, None) == first
+        assert find(["9.9"], pl2, fi1) == second  # placer before filler
+        assert find([], OrderNumber("PL9", "RIS"), fi3) == third
+        assert find([], OrderNumber("", "RIS"), fi1) == first  # an empty number is no number
+        assert find([], pl1, None) == first  # the first of two orders with one placer number
+        assert find([], OrderNumber("PL2", "OTHER"), None) is None
+        assert find(["9.9"], None, None) is None
+        assert find([], None, None) is None
+
+
+def test_core_reads_see_the_orm_changes_of_their_unit(store: Store) -> None:
+    changed = order(procedures=(procedure(steps=(step("SPS1", modality="MR"), step("SPS2"))),))
+    with store.unit_of_work() as uow:
+        patient_row = uow.worklist.upsert_patient(patient())
+        stored = uow.worklist.add_order(patient_row, order(), SPSStatus.SCHEDULED, sender=SENDER)
+        uow.worklist.update_order(stored, changed, SPSStatus.READY)  # ORM, not flushed yet
+        found = uow.worklist.find_order_for(["1.2.3.1"], None, None)
+        assert found is not None
+        assert [(s.id, s.sps_id, s.status) for s in found.steps] == [
+            (stored.steps[0].id, "SPS1", SPSStatus.SCHEDULED),
+            (found.steps[1].id, "SPS2", SPSStatus.READY),
+        ]
+        uow.commit()
+    with store.read_session() as session:
+        rows = session.execute(
+            select(ScheduledStep.sps_id, ScheduledStep.modality, ScheduledStep.version)
+        ).all()
+    assert sorted(rows) == [("SPS1", "MR", 2), ("SPS2", "CT", 1)]
+
+
+def test_update_order_in_a_later_unit_sees_the_inserted_rows(store: Store) -> None:
+    stored = add(store)
+    with store.unit_of_work() as uow:
+        found = uow.worklist.find_order_for([], OrderNumber("PL1", "RIS"), None)
+        assert found == stored
+        mr = (procedure(steps=(step(modality="MR"),)),)
+        uow.worklist.update_order(found, order(accession="ACC2"), SPSStatus.SCHEDULED)
+        uow.worklist.update_order(found, order(accession="ACC3", procedures=mr), SPSStatus.READY)
+        uow.commit()
+    item = only_item(store)
+    assert item.dataset["00080050"] == element("SH", "ACC3")
+    assert sps(item)["00080060"] == element("CS", "MR")
+    with store.read_session() as session:
+        assert session.get_one(ScheduledStep, stored.steps[0].id).version == 2
