@@ -65,7 +65,9 @@ class HL7Config:
     idle_timeout: float = 300.0
     max_connections: int = 200
     parse_workers: int = 0
-    """Parse processes: 0 = one per CPU (at most 4), -1 = parse in the listener process."""
+    """Parse processes: 0 = one per two CPUs (at least 1, at most 4), -1 = parse in the
+    listener process. Decoding and mapping cost ~0.4 ms per order against ~2 ms for the store
+    writer, so half the CPUs leave the rest to the broker process (docs/benchmarks.md)."""
     application: str = "MWLBROKER"
     """MSH-3 Sending Application of our ACKs."""
     facility: str = ""
@@ -78,7 +80,7 @@ class HL7Config:
         if self.parse_workers == -1:
             return 0
         if self.parse_workers == 0:
-            return min(cpu_count or 1, 4)
+            return max(1, min((cpu_count or 1) // 2, 4))
         return self.parse_workers
 
 

@@ -461,7 +461,8 @@ def test_missing_file_named_by_the_environment_is_an_error(tmp_path: Path) -> No
 
 
 @pytest.mark.parametrize(
-    ("workers", "cpus", "expected"), [(0, 16, 4), (0, 2, 2), (0, None, 1), (-1, 8, 0), (6, 2, 6)]
+    ("workers", "cpus", "expected"),
+    [(0, 16, 4), (0, 4, 2), (0, 2, 1), (0, 1, 1), (0, None, 1), (-1, 8, 0), (6, 2, 6)],
 )
 def test_parse_process_count(workers: int, cpus: int | None, expected: int) -> None:
     assert HL7Config(parse_workers=workers).parse_process_count(cpus) == expected
