@@ -4,7 +4,9 @@
 Pending per matching Scheduled Procedure Step, each with its identifier, then Success — which
 the protocol adapter (``broker.dicom``) sends when the generator ends; with no match only
 Success. It touches no pynetdicom type: the adapter hands it the decoded identifier, the
-calling AE title and a cancel check, and passes each ``(status, dataset)`` on.
+calling AE title, a cancel check and the negotiated transfer syntax, and passes each ``(status,
+identifier)`` on. Given a transfer syntax, each Pending identifier comes already encoded in it
+(:class:`mwl.answer.IdentifierEncoder`, bytes), so the adapter needs no Dataset per match.
 
 Statuses (PS3.4 Table K.4-1 / C.4-1), the one table of :class:`FindStatus`:
 
@@ -27,14 +29,15 @@ from __future__ import annotations
 
 import enum
 import logging
-from collections.abc import Callable, Iterable, Iterator, Sequence
+from collections.abc import Callable, Generator, Iterable, Iterator, Sequence
 from contextlib import contextmanager
 from datetime import datetime
 from itertools import islice
 
 from pydicom import Dataset
+from pydicom.uid import UID
 
-from mwl.answer import item_to_identifier
+from mwl.answer import IdentifierEncoder, item_to_identifier
 from mwl.matching import WorklistFinder, WorklistQuery
 from mwl.model import WorklistItem
 from mwl.policy import OverLimit, WorklistPolicy
@@ -43,7 +46,9 @@ from mwl.query import ParsedRequest, QueryError, identifier_to_request
 
 log = logging.getLogger(__name__)
 
-Response = tuple[int, Dataset | None]
+Identifier = Dataset | bytes
+"""A Pending response's identifier: a Dataset, or bytes when encoded in a transfer syntax."""
+Response = tuple[int, Identifier | None]
 """A status and, for Pending, the response identifier; for a failure, its status dataset."""
 
 
@@ -85,7 +90,8 @@ def find_worklist(
     policy: WorklistPolicy,
     now: datetime,
     is_cancelled: Callable[[], bool],
-) -> Iterator[Response]:
+    transfer_syntax: UID | None = None,
+) -> Generator[Response, None, None]:
     """The responses to one Modality Worklist C-FIND request, before the final Success.
 
     Parameters
@@ -102,16 +108,22 @@ def find_worklist(
         The time relative defaults (``hours_around_now``) are taken from.
     is_cancelled
         True once a C-CANCEL for this request has arrived.
+    transfer_syntax
+        The presentation context's transfer syntax: each Pending identifier comes encoded in it,
+        as bytes. None: as a Dataset.
 
     Yields
     ------
-    tuple of int and Dataset or None
+    tuple of int and Dataset, bytes or None
         ``(FF00|FF01, identifier)`` per match; or one terminal ``(FE00, None)`` or
         ``(failure, status dataset)``, after which nothing follows.
     """
     try:
         request = identifier_to_request(identifier, policy=policy, calling_ae=calling_ae, now=now)
-        yield from _answers(request, finder, policy, is_cancelled, calling_ae)
+        answer = _answer(request, transfer_syntax)
+        yield from _answers(
+            request, finder, policy, is_cancelled, calling_ae=calling_ae, answer=answer
+        )
     except QueryError as error:
         log.info("C-FIND from %s: 0x%04X, offending %s", calling_ae, error.status,
                  _tags(error.offending))  # fmt: skip
@@ -148,23 +160,34 @@ def _failure(status: FindStatus) -> Response:
     return status, status_dataset(status, _COMMENTS[status])
 
 
+def _answer(
+    request: ParsedRequest, transfer_syntax: UID | None
+) -> Callable[[WorklistItem], Identifier]:
+    """The response identifier of a match: encoded in ``transfer_syntax``, or a Dataset."""
+    if transfer_syntax is not None:
+        return IdentifierEncoder(request.return_keys, request.charset, transfer_syntax).encode
+    return lambda item: item_to_identifier(item, request.return_keys, request.charset)
+
+
 def _answers(
     request: ParsedRequest,
     finder: WorklistFinder,
     policy: WorklistPolicy,
     is_cancelled: Callable[[], bool],
+    *,
     calling_ae: str,
+    answer: Callable[[WorklistItem], Identifier],
 ) -> Iterator[Response]:
     """One Pending per match (K.4.1.3); FE00 instead of the next response, Success included,
     once a cancel is seen (the finder is closed first)."""
     status = FindStatus.PENDING_WARNING if request.unsupported else FindStatus.PENDING
     sent, cancelled = 0, False
     with _found(finder, request.query) as found:
-        for item in _within_limit(found, policy):
+        for identifier in _within_limit(map(answer, found), policy):
             cancelled = is_cancelled()
             if cancelled:
                 break
-            yield status, item_to_identifier(item, request.return_keys, request.charset)
+            yield status, identifier
             sent += 1
     if cancelled or is_cancelled():
         log.info("C-FIND from %s: cancelled after %d matches", calling_ae, sent)
@@ -186,18 +209,20 @@ def _found(finder: WorklistFinder, query: WorklistQuery) -> Iterator[Iterator[Wo
             close()
 
 
-def _within_limit(items: Iterator[WorklistItem], policy: WorklistPolicy) -> Iterable[WorklistItem]:
-    """At most ``max_matches`` items (no limit when it is 0); with ``refuse``,
+def _within_limit(answers: Iterator[Identifier], policy: WorklistPolicy) -> Iterable[Identifier]:
+    """At most ``max_matches`` answers (no limit when it is 0); with ``refuse``,
     :class:`_TooManyMatches` before any is sent when there are more, so the first
-    ``max_matches + 1`` are read ahead."""
+    ``max_matches + 1`` are read ahead — as answers: encoded ones are bytes, which the garbage
+    collector does not track, where 10,000 decoded items are ~1.5 million dicts and lists its
+    full collections walk again and again (docs/benchmarks.md, "C-FIND")."""
     limit = policy.max_matches
     if limit <= 0:  # no limit configured
-        return items
+        return answers
     match policy.over_limit:
         case OverLimit.TRUNCATE:
-            return islice(items, limit)
+            return islice(answers, limit)
         case OverLimit.REFUSE:
-            ahead = list(islice(items, limit + 1))
+            ahead = list(islice(answers, limit + 1))
             if len(ahead) > limit:
                 raise _TooManyMatches(limit)
             return ahead

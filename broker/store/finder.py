@@ -43,15 +43,21 @@ Items stream in ``(start_datetime, step id)`` order: rows come in chunks (a serv
 on PostgreSQL, ``fetchmany`` on SQLite), each chunk's station AE titles in one more query. The
 read runs in :meth:`Store.read_session`: on SQLite a deferred transaction that never blocks the
 HL7 writer (WAL). Close the iterator, or exhaust it, to give the connection back.
+
+A chunk holds its rows' DICOM JSON as text, decoded (one ``json.loads`` for the four levels) as
+each item is yielded: decoded, a chunk is ~100,000 dicts and lists that outlive the collector's
+young generation and make its full collections walk them again and again, which cost as much as
+the rest of the finder together (docs/benchmarks.md, "C-FIND").
 """
 
 from __future__ import annotations
 
+import json
 from collections import defaultdict
 from collections.abc import Callable, Generator, Mapping, Sequence
 from typing import Any
 
-from sqlalchemy import ColumnElement, Row, Select, exists, func, or_, select
+from sqlalchemy import ColumnElement, Row, Select, Text, exists, func, or_, select, type_coerce
 from sqlalchemy.ext.compiler import compiles
 from sqlalchemy.orm import InstrumentedAttribute, Session
 from sqlalchemy.sql.compiler import SQLCompiler
@@ -148,13 +154,13 @@ def worklist_statement(query: WorklistQuery, *, dialect: str) -> Select[*tuple[A
             ScheduledStep.id.label("step_id"),
             ScheduledStep.status,
             ScheduledStep.sps_id,
-            ScheduledStep.attributes.label("step_attributes"),
+            _text(ScheduledStep.attributes).label("step_attributes"),
             RequestedProcedure.study_uid,
-            RequestedProcedure.attributes.label("procedure_attributes"),
-            Order.attributes.label("order_attributes"),
+            _text(RequestedProcedure.attributes).label("procedure_attributes"),
+            _text(Order.attributes).label("order_attributes"),
             Patient.patient_id,
             Patient.issuer,
-            Patient.attributes.label("patient_attributes"),
+            _text(Patient.attributes).label("patient_attributes"),
         )
         .join(RequestedProcedure, ScheduledStep.procedure_id == RequestedProcedure.id)
         .join(Order, RequestedProcedure.order_id == Order.id)
@@ -239,18 +245,24 @@ def like_pattern(value: str) -> str:
 
 
 def row_to_item(row: Row[Any], station_aes: Sequence[str]) -> WorklistItem:
-    """The merged worklist item of one row of :func:`worklist_statement`."""
-    sps = sps_item(row.step_attributes, row.status, station_aes)
+    """The merged worklist item of one row of :func:`worklist_statement` (its attributes
+    still DICOM JSON text)."""
+    levels = (row.patient_attributes, row.order_attributes, row.procedure_attributes,
+              row.step_attributes)  # fmt: skip
+    patient, order, procedure, step = json.loads(f"[{','.join(levels)}]")
     return WorklistItem(
         step_id=row.step_id,
         status=SPSStatus(row.status),
         patient_key=PatientKey(row.patient_id, row.issuer),
         study_uid=row.study_uid,
         sps_id=row.sps_id,
-        dataset=merged_dataset(
-            row.patient_attributes, row.order_attributes, row.procedure_attributes, sps
-        ),
+        dataset=merged_dataset(patient, order, procedure, sps_item(step, row.status, station_aes)),
     )
+
+
+def _text(column: InstrumentedAttribute[Any]) -> ColumnElement[str]:
+    """A DICOM JSON column as its stored text, left to :func:`row_to_item` to decode."""
+    return type_coerce(column, Text())
 
 
 class Unindexed(ColumnElement[str]):

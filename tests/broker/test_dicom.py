@@ -8,10 +8,14 @@ TCP_NODELAY read from the server's own socket, and the stop with its grace perio
 from __future__ import annotations
 
 import logging
+import queue
 import socket
-from collections.abc import Iterator
+import threading
+from collections.abc import Callable, Iterator
 from contextlib import contextmanager
-from typing import Any
+from dataclasses import dataclass, field
+from io import BytesIO
+from typing import Any, cast
 
 import pytest
 from pydicom import Dataset
@@ -22,13 +26,27 @@ from pydicom.uid import (
     ImplicitVRLittleEndian,
     JPEGBaseline8Bit,
 )
-from pynetdicom import AE, _config
+from pynetdicom import AE, _config, evt
 from pynetdicom.association import Association
+from pynetdicom.dimse_messages import C_FIND_RSP
+from pynetdicom.dimse_primitives import C_FIND
+from pynetdicom.dsutils import encode
+from pynetdicom.events import Event, EventHandlerType
+from pynetdicom.pdu import P_DATA_TF
+from pynetdicom.pdu_primitives import P_DATA
 
 from broker.config import DicomConfig
-from broker.dicom import MODALITY_WORKLIST_FIND, VERIFICATION, DicomServer, build_ae
+from broker.dicom import (
+    MODALITY_WORKLIST_FIND,
+    QUEUED_PDUS,
+    VERIFICATION,
+    DicomServer,
+    PendingResponses,
+    build_ae,
+    find_response_command,
+)
 from mwl.policy import OverLimit, WorklistPolicy
-from tests.mwl.test_scp import FakeFinder, broad_query, items, worklist_item
+from tests.mwl.test_scp import FakeFinder, answer, broad_query, items, worklist_item
 
 TIMEOUT = 20.0
 SYNTAXES = [ImplicitVRLittleEndian, ExplicitVRLittleEndian, ExplicitVRBigEndian]
@@ -60,13 +78,17 @@ def associated(
     called: str = "MWLBROKER",
     calling: str = "CT1",
     syntaxes: list[UID] | None = None,
+    handlers: list[EventHandlerType] | None = None,
+    maximum_pdu_size: int = 16382,
 ) -> Iterator[Association]:
     """An association from a pynetdicom SCU; released (or aborted) on the way out."""
     scu = AE(ae_title=calling)
     scu.acse_timeout = scu.dimse_timeout = scu.network_timeout = TIMEOUT
     for sop_class in (VERIFICATION, MODALITY_WORKLIST_FIND):
         scu.add_requested_context(sop_class, syntaxes or SYNTAXES)
-    assoc = scu.associate("127.0.0.1", port, ae_title=called)
+    assoc = scu.associate(
+        "127.0.0.1", port, ae_title=called, max_pdu=maximum_pdu_size, evt_handlers=handlers or []
+    )
     try:
         yield assoc
     finally:
@@ -188,6 +210,232 @@ def test_each_transfer_syntax_carries_echo_and_worklist_find(syntax: UID) -> Non
 def test_a_compressed_syntax_only_is_not_accepted() -> None:
     with serving() as server, associated(server.port, syntaxes=[JPEGBaseline8Bit]) as assoc:
         assert not assoc.is_established
+
+
+@pytest.mark.parametrize("syntax", SYNTAXES, ids=lambda uid: uid.name)
+def test_pending_identifiers_on_the_wire_are_what_pydicom_would_send(syntax: UID) -> None:
+    """Byte for byte: the directly encoded identifiers (mwl.answer.IdentifierEncoder) and the
+    command sets (find_response_command), as the SCU's DIMSE layer received them."""
+    stored = [*items(2), worklist_item(3, stations=("MR1", "MR2"))]
+    expected = [
+        encode(found, syntax.is_implicit_VR, syntax.is_little_endian)
+        for _, found in answer(broad_query(), FakeFinder(stored))
+        if isinstance(found, Dataset)
+    ]
+    received: list[tuple[int, bytes]] = []
+
+    def keep(event: Event) -> None:
+        message = event.message
+        if isinstance(message, C_FIND_RSP):
+            received.append((message.command_set.Status, message.data_set.getvalue()))
+
+    with (
+        serving(FakeFinder(stored)) as server,
+        associated(server.port, syntaxes=[syntax], handlers=[(evt.EVT_DIMSE_RECV, keep)]) as assoc,
+    ):
+        responses = find(assoc, broad_query())
+
+    assert [status for status, _ in responses] == [0xFF00, 0xFF00, 0xFF00, 0x0000]
+    assert received == [(0xFF00, data) for data in expected] + [(0x0000, b"")]
+    decoded = [found for _, found in responses if found is not None]
+    assert [str(found.PatientName) for found in decoded] == [
+        "SECRET^PATIENT1", "SECRET^PATIENT2", "SECRET^PATIENT3"
+    ]  # fmt: skip
+
+
+def test_pending_command_set_is_the_one_pynetdicom_encodes() -> None:
+    primitive = C_FIND()
+    primitive.MessageID = primitive.MessageIDBeingRespondedTo = 7
+    primitive.AffectedSOPClassUID = MODALITY_WORKLIST_FIND
+    primitive.Status = 0xFF01
+    primitive.Identifier = BytesIO(b"\x08\x00\x50\x00")
+    message = C_FIND_RSP()
+    message.primitive_to_message(primitive)
+
+    expected = encode(message.command_set, True, True)
+    assert find_response_command(MODALITY_WORKLIST_FIND, 7, 0xFF01) == expected
+
+
+def test_an_identifier_longer_than_the_scus_maximum_pdu_arrives_in_fragments() -> None:
+    comment = "x" * 10_000  # within LT (10,240), over 4 KiB
+    item = worklist_item(1)
+    item.dataset["00104000"] = {"vr": "LT", "Value": [comment]}
+    sizes: list[int] = []
+
+    def measure(event: Event) -> None:
+        if isinstance(event.pdu, P_DATA_TF):
+            sizes.append(len(event.pdu.encode()) - 6)  # the PDU's variable field
+
+    with (
+        serving(FakeFinder([item])) as server,
+        associated(
+            server.port, handlers=[(evt.EVT_PDU_RECV, measure)], maximum_pdu_size=4096
+        ) as assoc,
+    ):
+        responses = find(assoc, broad_query(PatientComments=""))
+
+    ((status, found), _) = responses
+    assert status == 0xFF00 and found is not None
+    assert found.PatientComments == comment
+    assert len(sizes) >= 3 and max(sizes) <= 4096
+
+
+def test_each_c_find_is_timed_at_debug_without_patient_data(
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    caplog.set_level(logging.DEBUG, logger="broker.dicom")
+    with serving(FakeFinder(items(2))) as server, associated(server.port) as assoc:
+        find(assoc, broad_query())
+
+    (line,) = [r.getMessage() for r in caplog.records if "pending in" in r.getMessage()]
+    assert line.startswith("C-FIND from CT1: 2 pending in ")
+    assert "SECRET" not in caplog.text
+
+
+def test_an_abort_during_the_answer_stops_it_and_closes_the_finder() -> None:
+    many = 20_000
+    finder = FakeFinder([worklist_item(1)] * many)
+    policy = WorklistPolicy(max_matches=many, over_limit=OverLimit.TRUNCATE)
+    with serving(finder, policy) as server, associated(server.port) as assoc:
+        for count, _ in enumerate(assoc.send_c_find(broad_query(), MODALITY_WORKLIST_FIND)):
+            if count == 0:
+                assoc.abort()
+                break
+    # serving() has joined the association's thread: its handler has returned
+
+    assert finder.closed
+
+
+# --- PendingResponses: P-DATA, the DUL queue -------------------------------------------------
+
+
+@dataclass
+class FakeDul:
+    to_provider_queue: queue.Queue[P_DATA] = field(default_factory=queue.Queue)
+    alive: bool = True
+
+    def send_pdu(self, p_data: P_DATA) -> None:
+        self.to_provider_queue.put(p_data)
+
+    def is_alive(self) -> bool:
+        return self.alive
+
+
+@dataclass
+class FakeAcse:
+    aborted: bool = False
+    release_requested: bool = False
+
+    def is_aborted(self) -> bool:
+        return self.aborted
+
+    def is_release_requested(self) -> bool:
+        return self.release_requested
+
+
+@dataclass
+class FakeAssociation:
+    """What PendingResponses uses of a pynetdicom Association."""
+
+    maximum_pdu_size: int
+    dul: FakeDul = field(default_factory=FakeDul)
+    acse: FakeAcse = field(default_factory=FakeAcse)
+    is_established: bool = True
+
+    @property
+    def dimse(self) -> FakeAssociation:
+        return self
+
+
+def pending_to(assoc: FakeAssociation) -> PendingResponses:
+    return PendingResponses(
+        cast(Association, assoc), 3, message_id=9, sop_class=MODALITY_WORKLIST_FIND
+    )
+
+
+def sent(assoc: FakeAssociation) -> list[P_DATA]:
+    return list(assoc.dul.to_provider_queue.queue)
+
+
+@pytest.mark.parametrize("maximum", [0, 16382, 64, 7])
+def test_a_response_is_its_pdvs_in_pdus_within_the_peers_maximum(maximum: int) -> None:
+    assoc = FakeAssociation(maximum)
+    identifier = bytes(range(256)) * 3
+
+    assert pending_to(assoc).send(0xFF00, identifier)
+
+    pdvs = [pdv for p_data in sent(assoc) for pdv in p_data.presentation_data_value_list]
+    assert {context for context, _ in pdvs} == {3}
+    headers = [data[0] for _, data in pdvs]
+    command = b"".join(data[1:] for _, data in pdvs if data[0] & 0x01)
+    dataset = b"".join(data[1:] for _, data in pdvs if not data[0] & 0x01)
+    assert command == find_response_command(MODALITY_WORKLIST_FIND, 9, 0xFF00)
+    assert dataset == identifier
+    assert headers[-1] == 0x02 and headers.count(0x02) == headers.count(0x03) == 1
+    assert headers.index(0x03) < headers.index(0x02)  # the command set comes first
+    if maximum:
+        for p_data in sent(assoc):
+            assert sum(len(data) + 5 for _, data in p_data.presentation_data_value_list) <= maximum
+    else:
+        assert len(sent(assoc)) == 1
+
+
+def test_command_and_identifier_share_a_pdu_when_they_fit() -> None:
+    assoc = FakeAssociation(16382)
+
+    pending_to(assoc).send(0xFF01, b"\x08\x00\x50\x00\x00\x00\x00\x00")
+
+    (p_data,) = sent(assoc)
+    assert [data[0] for _, data in p_data.presentation_data_value_list] == [0x03, 0x02]
+
+
+def test_a_full_queue_is_waited_for_until_the_dul_has_sent_it_all() -> None:
+    assoc = FakeAssociation(16382)
+    pending = pending_to(assoc)
+    for _ in range(QUEUED_PDUS):
+        assoc.dul.to_provider_queue.put(P_DATA())
+    done = threading.Event()
+    worker = threading.Thread(target=lambda: done.set() if pending.send(0xFF00, b"12") else None)
+    worker.start()
+
+    assert not done.wait(0.2), "sent although the queue is full"
+    while not assoc.dul.to_provider_queue.empty():
+        assoc.dul.to_provider_queue.get()  # the DUL taking PDUs notifies the waiting sender
+    assert done.wait(TIMEOUT)
+    worker.join(TIMEOUT)
+    assert len(sent(assoc)) == 1
+
+
+def end_by_abort(assoc: FakeAssociation) -> None:
+    assoc.acse.aborted = True
+
+
+def end_by_release_request(assoc: FakeAssociation) -> None:
+    assoc.acse.release_requested = True
+
+
+def end_of_the_dul(assoc: FakeAssociation) -> None:
+    assoc.dul.alive = False
+
+
+def end_of_the_association(assoc: FakeAssociation) -> None:
+    assoc.is_established = False
+
+
+@pytest.mark.parametrize(
+    "end", [end_by_abort, end_by_release_request, end_of_the_dul, end_of_the_association]
+)
+@pytest.mark.parametrize("queued", [0, QUEUED_PDUS], ids=["queue empty", "queue full"])
+def test_nothing_more_is_sent_once_the_association_is_ending(
+    end: Callable[[FakeAssociation], None], queued: int
+) -> None:
+    assoc = FakeAssociation(16382)
+    for _ in range(queued):
+        assoc.dul.to_provider_queue.put(P_DATA())
+    end(assoc)
+
+    assert not pending_to(assoc).send(0xFF00, b"12")
+    assert len(sent(assoc)) == queued
 
 
 # --- C-FIND statuses on the wire --------------------------------------------------------------

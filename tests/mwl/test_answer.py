@@ -1,6 +1,7 @@
 """Worklist item → C-FIND response identifier: only requested keys, Type 2 empty, SPS item
 filtering, sequences, Specific Character Set, Latin-1 transliteration (PS3.4 K.2.2.1.2,
-K.4.1.1.3; standards.md §3.2, §3.3)."""
+K.4.1.1.3; standards.md §3.2, §3.3); and the same identifier encoded directly
+(IdentifierEncoder), byte for byte what pydicom writes, in the three transfer syntaxes."""
 
 from __future__ import annotations
 
@@ -10,9 +11,17 @@ from typing import Any
 import pytest
 from pydicom import Dataset
 from pydicom.datadict import tag_for_keyword
+from pydicom.uid import (
+    UID,
+    DeflatedExplicitVRLittleEndian,
+    ExplicitVRBigEndian,
+    ExplicitVRLittleEndian,
+    ImplicitVRLittleEndian,
+    JPEGBaseline8Bit,
+)
 from pynetdicom.dsutils import decode, encode
 
-from mwl.answer import item_to_identifier
+from mwl.answer import IdentifierEncoder, item_to_identifier
 from mwl.model import DicomJson, PatientKey, SPSStatus, WorklistItem
 from mwl.policy import AnswerCharset, WorklistPolicy
 from mwl.query import ReturnKeys, identifier_to_request
@@ -308,3 +317,138 @@ def test_every_requested_key_round_trips_through_the_encoder() -> None:
 def test_to_latin1(text: str, latin1: str) -> None:
     assert to_latin1(text) == latin1
     to_latin1(text).encode("latin-1")
+
+
+# --- IdentifierEncoder: the same identifier, encoded directly ----------------------------------
+
+SYNTAXES = [ImplicitVRLittleEndian, ExplicitVRLittleEndian, ExplicitVRBigEndian]
+EVERY_KEY = {
+    "AccessionNumber": "", "ReferringPhysicianName": "", "PatientName": "", "PatientID": "",
+    "PatientBirthDate": "", "PatientSex": "", "PatientWeight": "", "PregnancyStatus": None,
+    "PatientSize": "", "OtherPatientIDs": "", "PatientComments": "", "StudyInstanceUID": "",
+    "RequestedProcedureCodeSequence": [], "ReferencedStudySequence": [], "PatientState": "",
+    "RequestedProcedureID": "", "MedicalAlerts": "", "AdmissionID": "", "PatientAddress": "",
+    "ReferencedPatientSequence": [], "ReferencedPatientPhotoSequence": [{"RetrieveURL": ""}],
+    "EncapsulatedDocument": None, "TrianglePointIndexList": None, "FrameIncrementPointer": None,
+    "DiffusionBValue": None, "Rows": None, "PixelSpacing": None,
+}  # fmt: skip
+"""Stored and not stored, of many VRs (text, PN, DS, US, FD, AT, OB, OW, UR in an item, SQ)."""
+KEY_SETS = {
+    "every key, SPS whole": (EVERY_KEY, []),
+    "SPS item keys": (
+        {"PatientName": "", "RequestedProcedureCodeSequence": [{"CodeValue": ""}]},
+        {"Modality": "", "ScheduledStationAETitle": "", "ScheduledProcedureStepStartDate": "",
+         "ScheduledPerformingPhysicianName": "", "ScheduledProtocolCodeSequence":
+         [{"CodeMeaning": "", "CodingSchemeVersion": ""}], "ScheduledProcedureStepStatus": ""},
+    ),
+    "SPS empty item": ({"PatientID": ""}, {}),
+    "nothing asked": ({}, None),
+}  # fmt: skip
+EXTRA: DicomJson = {
+    "00081120": element("SQ", {}, {"00081150": element("UI", "1.2.840.10008.3.1.2.3.1")}),
+    "00101000": element("LO", "X1", None, "Y22"),
+    "00101040": element("LO", "Straße 1"),
+    "00104000": element("LT", "line 1\r\nline 2 ü"),
+    "00101020": element("DS", 1.75),
+    "00081110": element("SQ"),
+    "00102201": element("LO"),
+    "00280009": element("AT", "00181063"),
+    "00189087": element("FD", 1000.5),
+    "00280010": element("US", 512),
+    "00280030": element("DS", 0.5, 0.25),
+    "00420011": {"vr": "OB", "InlineBinary": "AAECAw=="},
+    "00660023": {"vr": "OW", "BulkDataURI": "http://example.org/1"},
+    "00091001": {"vr": "OB", "InlineBinary": "AAEC"},
+}
+"""Multi-values with an empty one, non-ASCII text, an item with and one without attributes,
+zero-length values, numbers, AT, inline and bulk binary, a private attribute."""
+ITEMS = {
+    "ascii": stored_item(extra={"00101040": element("LO", "Main Street")}),
+    "utf-8": stored_item(name=pn("Müller^Hans"), extra=EXTRA, timezone="+0100"),
+    "ideographic": stored_item(name=pn("Yamada^Tarou", "山田^太郎"), timezone="-0500"),
+    "transliterated": stored_item(
+        name=pn("Wałęsa-Müller^Łukasz"), extra={"00380500": element("LO", "Œdème ✓")}
+    ),
+}
+
+
+def direct(item: WorklistItem, keys: ReturnKeys, charset: AnswerCharset, syntax: UID) -> bytes:
+    return IdentifierEncoder(keys, charset, syntax).encode(item)
+
+
+def via_pydicom(item: WorklistItem, keys: ReturnKeys, charset: AnswerCharset, syntax: UID) -> bytes:
+    """What pynetdicom sends for :func:`item_to_identifier`'s Dataset."""
+    encoded = encode(
+        item_to_identifier(item, keys, charset), syntax.is_implicit_VR, syntax.is_little_endian
+    )
+    assert encoded is not None
+    return encoded
+
+
+@pytest.mark.parametrize("syntax", SYNTAXES, ids=lambda uid: uid.name)
+@pytest.mark.parametrize("charset", [UTF8, LATIN1], ids=["utf-8", "latin-1"])
+@pytest.mark.parametrize("item_name", ITEMS)
+@pytest.mark.parametrize("key_set", KEY_SETS)
+def test_encoder_writes_what_pydicom_writes(
+    key_set: str, item_name: str, charset: AnswerCharset, syntax: UID
+) -> None:
+    item = ITEMS[item_name]
+    for implicit_request in (False, True):  # VRs as sent, or from the data dictionary
+        keys = identifier_to_request(
+            identifier(*KEY_SETS[key_set], implicit=implicit_request),
+            policy=WorklistPolicy(), calling_ae="CT1", now=NOW,
+        ).return_keys  # fmt: skip
+
+        assert direct(item, keys, charset, syntax) == via_pydicom(item, keys, charset, syntax)
+
+
+@pytest.mark.parametrize("syntax", SYNTAXES, ids=lambda uid: uid.name)
+def test_encoded_answer_decodes_to_the_stored_values(syntax: UID) -> None:
+    keys = keys_for(EVERY_KEY, [])
+    encoded = direct(ITEMS["utf-8"], keys, UTF8, syntax)
+
+    received = decode(BytesIO(encoded), syntax.is_implicit_VR, syntax.is_little_endian)
+    assert received.SpecificCharacterSet == "ISO_IR 192"
+    assert (str(received.PatientName), received.PatientID) == ("Müller^Hans", "P1")
+    assert (float(received.PatientWeight), received.PregnancyStatus) == (80.5, 4)
+    assert received.TimezoneOffsetFromUTC == "+0100"
+    assert received.PatientComments == "line 1\r\nline 2 ü"
+    assert list(received.OtherPatientIDs) == ["X1", "", "Y22"]
+    sps = received.ScheduledProcedureStepSequence[0]
+    assert list(sps.ScheduledStationAETitle) == ["CT1", "CT2"]
+    assert [c.CodeMeaning for c in sps.ScheduledProtocolCodeSequence] == [
+        "Protocol 1",
+        "Protocol 2",
+    ]
+    assert str(sps.ScheduledPerformingPhysicianName) == "Gómez^Ana"
+    assert received.ReferencedStudySequence == []
+    assert received["MedicalAlerts"].is_empty
+
+
+def test_a_value_too_long_for_explicit_vr_is_written_as_pydicom_writes_it() -> None:
+    """Over 64 KiB in a 2-byte-length VR: pydicom writes UN (PS3.5 6.2.2), and so do we."""
+    item = stored_item(extra={"00101000": element("LO", *(["ID-0123456789"] * 6000))})
+    keys = keys_for({"OtherPatientIDs": ""})
+    with pytest.warns(UserWarning, match="64 kByte"):
+        expected = via_pydicom(item, keys, UTF8, ExplicitVRLittleEndian)
+    with pytest.warns(UserWarning, match="64 kByte"):
+        assert direct(item, keys, UTF8, ExplicitVRLittleEndian) == expected
+    assert direct(item, keys, UTF8, ImplicitVRLittleEndian) == via_pydicom(
+        item, keys, UTF8, ImplicitVRLittleEndian
+    )
+
+
+@pytest.mark.parametrize("syntax", [DeflatedExplicitVRLittleEndian, JPEGBaseline8Bit, UID("1.2.3")])
+def test_encoder_refuses_other_transfer_syntaxes(syntax: UID) -> None:
+    with pytest.raises(ValueError, match="cannot encode"):
+        IdentifierEncoder(keys_for({"PatientID": ""}), UTF8, syntax)
+
+
+def test_encoder_answers_do_not_share_state() -> None:
+    encoder = IdentifierEncoder(keys_for({"PatientName": ""}), UTF8, ExplicitVRLittleEndian)
+
+    non_ascii = encoder.encode(stored_item(name=pn("Müller^Hans")))
+    ascii_only = encoder.encode(stored_item())
+
+    assert b"ISO_IR 192" in non_ascii
+    assert b"ISO_IR 192" not in ascii_only

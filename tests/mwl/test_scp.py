@@ -13,6 +13,8 @@ from datetime import datetime
 
 import pytest
 from pydicom import Dataset
+from pydicom.uid import UID, ExplicitVRBigEndian, ExplicitVRLittleEndian, ImplicitVRLittleEndian
+from pynetdicom.dsutils import encode
 
 from mwl.matching import MatchKey, WorklistQuery
 from mwl.model import PatientKey, SPSStatus, WorklistItem
@@ -21,6 +23,7 @@ from mwl.ports import StoreFailure
 from mwl.scp import FindStatus, Response, find_worklist, status_dataset
 
 NOW = datetime(2026, 11, 26, 10, 0)
+SYNTAXES = [ImplicitVRLittleEndian, ExplicitVRLittleEndian, ExplicitVRBigEndian]
 FF00, FF01, FE00 = 0xFF00, 0xFF01, 0xFE00
 
 
@@ -102,6 +105,7 @@ def answer(
     finder: FakeFinder,
     policy: WorklistPolicy | None = None,
     is_cancelled: Callable[[], bool] = lambda: False,
+    transfer_syntax: UID | None = None,
 ) -> list[Response]:
     return list(
         find_worklist(
@@ -111,6 +115,7 @@ def answer(
             policy=policy or WorklistPolicy(),
             now=NOW,
             is_cancelled=is_cancelled,
+            transfer_syntax=transfer_syntax,
         )
     )
 
@@ -150,6 +155,38 @@ def test_one_pending_ff00_per_match_with_only_the_requested_keys() -> None:
     )  # fmt: skip
     accessions = [identifier.AccessionNumber for _, identifier in responses if identifier]
     assert accessions == ["ACC1", "ACC2", "ACC3"]
+    assert finder.closed
+
+
+@pytest.mark.parametrize("syntax", SYNTAXES, ids=lambda uid: uid.name)
+def test_with_a_transfer_syntax_each_identifier_comes_encoded_in_it(syntax: UID) -> None:
+    as_datasets = answer(broad_query(), FakeFinder(items(3)))
+    encoded = answer(broad_query(), FakeFinder(items(3)), transfer_syntax=syntax)
+
+    assert statuses(encoded) == [FF00, FF00, FF00]
+    for (_, dataset), (_, identifier) in zip(as_datasets, encoded, strict=True):
+        assert isinstance(dataset, Dataset)
+        assert identifier == encode(dataset, syntax.is_implicit_VR, syntax.is_little_endian)
+
+
+@pytest.mark.parametrize(
+    ("over_limit", "count", "expected"),
+    [
+        (OverLimit.REFUSE, 3, [0xA700]),
+        (OverLimit.REFUSE, 2, [FF00, FF00]),
+        (OverLimit.TRUNCATE, 5, [FF00, FF00]),
+    ],
+)
+def test_encoded_answers_keep_to_the_maximum(
+    over_limit: OverLimit, count: int, expected: list[int]
+) -> None:
+    finder = FakeFinder(items(count))
+    policy = WorklistPolicy(max_matches=2, over_limit=over_limit)
+
+    responses = answer(broad_query(), finder, policy, transfer_syntax=ExplicitVRLittleEndian)
+
+    assert statuses(responses) == expected
+    assert all(isinstance(found, bytes) for status, found in responses if status == FF00)
     assert finder.closed
 
 
