@@ -35,6 +35,7 @@ log = logging.getLogger(__name__)
 class StartupError(Exception):
     """The broker cannot start (schema not migrated, a port taken, store unreachable)."""
 
+
 STOP_GRACE_SECONDS = 10.0
 
 
