@@ -183,7 +183,7 @@ def create(sop_instance_uid: str, dataset: Dataset) -> PerformedStep:
         comment = f"N-CREATE status must be IN PROGRESS, not {status!r}"
         raise _error(MppsStatus.INVALID_ATTRIBUTE_VALUE, comment, [STATUS])
     _check_dates_and_times(data)
-    return _performed(sop_instance_uid, data)
+    return performed_from_json(sop_instance_uid, data)
 
 
 def apply_set(current: PerformedStep, modification: Dataset) -> PerformedStep:
@@ -215,7 +215,7 @@ def apply_set(current: PerformedStep, modification: Dataset) -> PerformedStep:
     status = PPSStatus(text(merged, STATUS))
     if status.is_final:
         _require(merged, FINAL_TYPE_1[status], FINAL_ITEM_TYPE_1, status.value)
-    return _performed(current.sop_instance_uid, merged)
+    return performed_from_json(current.sop_instance_uid, merged)
 
 
 def step_status_for(
@@ -300,7 +300,9 @@ def _merge(stored: DicomJson, modification: DicomJson) -> DicomJson:
     return _with_charset({**stored, **modification})
 
 
-def _performed(sop_instance_uid: str, data: DicomJson) -> PerformedStep:
+def performed_from_json(sop_instance_uid: str, data: DicomJson) -> PerformedStep:
+    """A :class:`PerformedStep` from its DICOM JSON: the fields read back from the dataset
+    (at N-CREATE / N-SET, and when the store loads a stored instance)."""
     return PerformedStep(
         sop_instance_uid=sop_instance_uid,
         status=PPSStatus(text(data, STATUS)),

@@ -38,12 +38,11 @@ from broker.store.schema import (
     ScheduledStep,
     utcnow,
 )
-from mpps.attributes import REASONS, codes, text
-from mpps.model import PerformedStep, PPSStatus, StepReference
+from mpps.model import PerformedStep, StepReference
 from mpps.ports import DuplicateInstance, LinkedStep, StoredMpps
 from mpps.report import OrderContext
-from mpps.state import references
-from mwl.model import DicomJson, OrderNumber, SPSStatus
+from mpps.state import performed_from_json
+from mwl.model import OrderNumber, SPSStatus
 
 UNIQUE_INSTANCE = "uq_mpps_instances_sop_instance_uid"
 """The unique constraint on the MPPS SOP Instance UID (migration 0003)."""
@@ -163,26 +162,7 @@ def _apply(row: PerformedStepRow, performed: PerformedStep) -> None:
 def row_to_performed(row: PerformedStepRow) -> PerformedStep:
     """The stored step, its fields read back from the stored dataset (as :mod:`mpps.state`
     derives them at N-CREATE / N-SET)."""
-    return dataset_to_performed(row.sop_instance_uid, row.attributes)
-
-
-def dataset_to_performed(sop_instance_uid: str, data: DicomJson) -> PerformedStep:
-    """A :class:`PerformedStep` from its stored DICOM JSON (the inverse of storing it)."""
-    return PerformedStep(
-        sop_instance_uid=sop_instance_uid,
-        status=PPSStatus(text(data, "PerformedProcedureStepStatus")),
-        dataset=data,
-        references=references(data),
-        pps_id=text(data, "PerformedProcedureStepID"),
-        performed_station_ae=text(data, "PerformedStationAETitle"),
-        modality=text(data, "Modality"),
-        start_date=text(data, "PerformedProcedureStepStartDate"),
-        start_time=text(data, "PerformedProcedureStepStartTime"),
-        end_date=text(data, "PerformedProcedureStepEndDate"),
-        end_time=text(data, "PerformedProcedureStepEndTime"),
-        discontinuation_reasons=tuple(code for code, _ in codes(data, REASONS)),
-        charset=text(data, "SpecificCharacterSet"),
-    )
+    return performed_from_json(row.sop_instance_uid, row.attributes)
 
 
 def _linked_steps_query() -> Select[*tuple[Any, ...]]:
