@@ -98,7 +98,7 @@ class Broker:
         self.mllp = MLLPServer(handler, _server_settings(config))
         await self.mllp.start()
         log.info("HL7 MLLP listener on %s:%d", config.hl7.host, self.mllp.port)
-        mpps = build_mpps_service(config, self.store.mpps_unit_of_work)
+        mpps = build_mpps_service(config, self.store.mpps_unit_of_work, self.outbox_wake)
         self.dicom = DicomServer(config.dicom, self.store.finder(), config.worklist, mpps)
         self.dicom.start()
         log.info("DICOM listener on %s:%d as AE %s", config.dicom.host, self.dicom.port,
