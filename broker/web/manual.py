@@ -27,10 +27,11 @@ from typing import Any
 
 from pydantic import BaseModel
 from sqlalchemy import select
-from sqlalchemy.orm import Session, selectinload
+from sqlalchemy.orm import Session
 
 from broker.store import Store
-from broker.store.schema import Order, Patient, RequestedProcedure, ScheduledStep
+from broker.store.items import worklist_items_query
+from broker.store.schema import Order, RequestedProcedure, ScheduledStep
 from broker.web import audit
 from broker.web.errors import Invalid, NotFound, Problem
 from broker.web.journal_read import message_text, msa_code
@@ -214,14 +215,7 @@ def check_dates(entry: EntryFields) -> None:
 
 
 def load_entry(session: Session, step_id: int) -> StoredEntry | None:
-    found = session.execute(
-        select(ScheduledStep, RequestedProcedure, Order, Patient)
-        .join(ScheduledStep.procedure)
-        .join(RequestedProcedure.order)
-        .join(Patient, Order.patient_id == Patient.id)
-        .options(selectinload(ScheduledStep.station_aes))
-        .where(ScheduledStep.id == step_id)
-    ).one_or_none()
+    found = session.execute(worklist_items_query().where(ScheduledStep.id == step_id)).one_or_none()
     if found is None:
         return None
     step, procedure, order, patient = found

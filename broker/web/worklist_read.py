@@ -17,9 +17,9 @@ from typing import Any
 
 from pydantic import BaseModel
 from sqlalchemy import ColumnElement, Row, Select, exists, select
-from sqlalchemy.orm import Session, selectinload
+from sqlalchemy.orm import Session
 
-from broker.store.items import step_to_item
+from broker.store.items import step_to_item, worklist_items_query
 from broker.store.schema import Order, Patient, RequestedProcedure, ScheduledStep, StepStationAE
 from broker.web.pages import (
     LIKE_ESCAPE,
@@ -111,14 +111,7 @@ def list_steps(
 
 
 def step_detail(session: Session, step_id: int) -> StepDetail | None:
-    found = session.execute(
-        select(ScheduledStep, RequestedProcedure, Order, Patient)
-        .join(ScheduledStep.procedure)
-        .join(RequestedProcedure.order)
-        .join(Patient, Order.patient_id == Patient.id)
-        .options(selectinload(ScheduledStep.station_aes))
-        .where(ScheduledStep.id == step_id)
-    ).one_or_none()
+    found = session.execute(worklist_items_query().where(ScheduledStep.id == step_id)).one_or_none()
     if found is None:
         return None
     step, procedure, order, patient = found
