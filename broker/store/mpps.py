@@ -15,21 +15,38 @@ Correlation (standards.md §4.4, :meth:`SqlMppsStore.match_steps`), one (0040,02
 3. >Scheduled Procedure Step ID, when present, narrows the steps of those procedures to the
    step with that ID; without it every step of the procedures is picked;
 4. an item without any of these keys matches nothing.
+
+Every statement is Core, built once at import (or once per combination of keys for rule 2)
+and run on the unit's connection, as the intake's hot path does (:mod:`broker.store.worklist`):
+no ORM unit of work, identity map or statement compilation per request. An N-CREATE + N-SET
+pair runs nine of them (docs/benchmarks.md, MPPS).
 """
 
 from __future__ import annotations
 
+import functools
 from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
-from typing import Any
+from typing import Any, cast
 
-from sqlalchemy import ColumnElement, Row, Select, select
+from sqlalchemy import (
+    Connection,
+    Row,
+    Select,
+    Table,
+    bindparam,
+    exists,
+    insert,
+    select,
+    update,
+)
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session
 
 from broker.store.attributes import start_datetime
 from broker.store.errors import translated
 from broker.store.schema import (
+    Base,
     MppsStepLink,
     Order,
     Patient,
@@ -53,6 +70,15 @@ _SHORT = 16
 _PPS_ID = 64
 
 
+def _table(entity: type[Base]) -> Table:
+    return cast(Table, entity.__table__)
+
+
+_INSTANCES, _LINKS = _table(PerformedStepRow), _table(MppsStepLink)
+_STEPS, _PROCEDURES = _table(ScheduledStep), _table(RequestedProcedure)
+_ORDERS, _PATIENTS = _table(Order), _table(Patient)
+
+
 class SqlMppsStore:
     """MPPS instances and their links to scheduled steps, over one session."""
 
@@ -61,70 +87,72 @@ class SqlMppsStore:
 
     @translated
     def find(self, sop_instance_uid: str) -> StoredMpps | None:
-        row = self._session.scalars(
-            select(PerformedStepRow)
-            .where(PerformedStepRow.sop_instance_uid == sop_instance_uid)
-            .with_for_update()
-        ).one_or_none()
+        connection = self._connection()
+        row = connection.execute(_FIND_INSTANCE, {"uid": sop_instance_uid}).one_or_none()
         if row is None:
             return None
-        linked = _linked_steps_query().join(MppsStepLink, MppsStepLink.step_id == ScheduledStep.id)
-        rows = self._session.execute(linked.where(MppsStepLink.mpps_id == row.id))
+        linked = connection.execute(_LINKED_TO_INSTANCE, {"mpps_id": row.id})
         return StoredMpps(
             id=row.id,
-            performed=row_to_performed(row),
+            performed=performed_from_json(sop_instance_uid, row.attributes),
             calling_ae=row.calling_ae,
-            steps=tuple(_row_to_linked(found) for found in rows),
+            steps=tuple(_row_to_linked(found) for found in linked),
         )
 
     @translated
     def add(self, performed: PerformedStep, *, calling_ae: str, step_ids: Sequence[int]) -> int:
-        row = PerformedStepRow(
-            sop_instance_uid=performed.sop_instance_uid,
-            calling_ae=calling_ae[:_SHORT],
-            unscheduled=not step_ids,
-            created_at=utcnow(),
-        )
-        _apply(row, performed)
-        self._session.add(row)
+        connection, now = self._connection(), utcnow()
+        row = {
+            "sop_instance_uid": performed.sop_instance_uid,
+            "calling_ae": calling_ae[:_SHORT],
+            "unscheduled": not step_ids,
+            "created_at": now,
+            **_columns(performed, now),
+        }
         with duplicate_instances():
-            self._session.flush()
-        self._session.add_all(
-            MppsStepLink(mpps_id=row.id, step_id=step) for step in dict.fromkeys(step_ids)
-        )
-        self._session.flush()
-        return row.id
+            mpps_id: int = connection.execute(_INSERT_INSTANCE, row).scalar_one()
+        links = [{"mpps_id": mpps_id, "step_id": step} for step in dict.fromkeys(step_ids)]
+        if links:
+            connection.execute(_INSERT_LINK, links)
+        return mpps_id
 
     @translated
     def update(self, mpps_id: int, performed: PerformedStep) -> None:
-        row = self._session.get_one(PerformedStepRow, mpps_id)
-        _apply(row, performed)
-        self._session.flush()
+        values = {"mpps_id": mpps_id, **_columns(performed, utcnow())}
+        self._connection().execute(_UPDATE_INSTANCE, values)
 
     @translated
     def match_steps(self, reference: StepReference) -> list[LinkedStep]:
-        conditions = self._procedure_conditions(reference)
-        if conditions is None:
-            return []
-        query = _linked_steps_query().where(*conditions)
-        if reference.sps_id:
-            query = query.where(ScheduledStep.sps_id == reference.sps_id)
-        return [_row_to_linked(row) for row in self._session.execute(query)]
-
-    def _procedure_conditions(self, reference: StepReference) -> list[ColumnElement[bool]] | None:
-        """WHERE terms picking the item's procedures (module doc, rules 1, 2 and 4)."""
-        if reference.study_uid and self._session.scalar(
-            select(RequestedProcedure.id).where(RequestedProcedure.study_uid == reference.study_uid)
+        connection = self._connection()
+        if reference.study_uid and connection.scalar(
+            _PROCEDURE_WITH_STUDY, {"study_uid": reference.study_uid}
         ):
-            return [RequestedProcedure.study_uid == reference.study_uid]
-        keys = [
-            (RequestedProcedure.requested_procedure_id, reference.requested_procedure_id),
-            (Order.accession, reference.accession),
-            (Order.placer_number, reference.placer_number),
-            (Order.filler_number, reference.filler_number),
-        ]
-        conditions = [column == value for column, value in keys if value]
-        return conditions or None
+            keys = {"study_uid": reference.study_uid}
+        else:
+            keys = {name: value for name, value in _order_keys(reference) if value}
+            if not keys:
+                return []
+        if reference.sps_id:
+            keys["sps_id"] = reference.sps_id
+        query = _matching_steps(tuple(keys))
+        return [_row_to_linked(row) for row in connection.execute(query, keys)]
+
+    def _connection(self) -> Connection:
+        """The unit's connection, once pending ORM changes are written (Core statements do
+        not autoflush)."""
+        self._session.flush()
+        return self._session.connection()
+
+
+def _order_keys(reference: StepReference) -> tuple[tuple[str, str], ...]:
+    """Rule 2's keys of one (0040,0270) item, by the bind parameter names of
+    :func:`_matching_steps`."""
+    return (
+        ("requested_procedure_id", reference.requested_procedure_id),
+        ("accession", reference.accession),
+        ("placer_number", reference.placer_number),
+        ("filler_number", reference.filler_number),
+    )
 
 
 @contextmanager
@@ -148,49 +176,100 @@ def _is_duplicate_instance(exc: IntegrityError) -> bool:
     return _SQLITE_UNIQUE_INSTANCE in str(exc.orig)
 
 
-def _apply(row: PerformedStepRow, performed: PerformedStep) -> None:
-    row.status = performed.status.value
-    row.performed_station_ae = performed.performed_station_ae[:_SHORT]
-    row.modality = performed.modality[:_SHORT]
-    row.pps_id = performed.pps_id[:_PPS_ID]
-    row.start_datetime = start_datetime(performed.start_date, performed.start_time)
-    row.end_datetime = start_datetime(performed.end_date, performed.end_time)
-    row.attributes = performed.dataset
-    row.updated_at = utcnow()
+def _columns(performed: PerformedStep, now: Any) -> dict[str, Any]:
+    """The columns of ``mpps_instances`` derived from the step (and the dataset itself)."""
+    return {
+        "status": performed.status.value,
+        "performed_station_ae": performed.performed_station_ae[:_SHORT],
+        "modality": performed.modality[:_SHORT],
+        "pps_id": performed.pps_id[:_PPS_ID],
+        "start_datetime": start_datetime(performed.start_date, performed.start_time),
+        "end_datetime": start_datetime(performed.end_date, performed.end_time),
+        "attributes": performed.dataset,
+        "updated_at": now,
+    }
 
 
-def row_to_performed(row: PerformedStepRow) -> PerformedStep:
-    """The stored step, its fields read back from the stored dataset (as :mod:`mpps.state`
-    derives them at N-CREATE / N-SET)."""
-    return performed_from_json(row.sop_instance_uid, row.attributes)
+# --- statements -------------------------------------------------------------------------------
+
+_FIND_INSTANCE = (
+    select(_INSTANCES.c.id, _INSTANCES.c.calling_ae, _INSTANCES.c.attributes)
+    .where(_INSTANCES.c.sop_instance_uid == bindparam("uid"))
+    .with_for_update()
+)
+_INSERT_INSTANCE = insert(_INSTANCES).returning(_INSTANCES.c.id)
+_INSERT_LINK = insert(_LINKS)
+_UPDATE_INSTANCE = (
+    update(_INSTANCES)
+    .where(_INSTANCES.c.id == bindparam("mpps_id"))
+    .values(
+        {
+            name: bindparam(name)
+            for name in (
+                "status",
+                "performed_station_ae",
+                "modality",
+                "pps_id",
+                "start_datetime",
+                "end_datetime",
+                "attributes",
+                "updated_at",
+            )
+        }
+    )
+)
+_PROCEDURE_WITH_STUDY = select(exists().where(_PROCEDURES.c.study_uid == bindparam("study_uid")))
 
 
-def _linked_steps_query() -> Select[*tuple[Any, ...]]:
+def _linked_steps_query() -> Select[Any]:
     """Steps with what a status message needs of their procedure, order and patient."""
     return (
         select(
-            ScheduledStep.id.label("step_id"),
-            ScheduledStep.status,
-            Order.id.label("order_id"),
-            Order.placer_number,
-            Order.placer_namespace,
-            Order.filler_number,
-            Order.filler_namespace,
-            Order.accession,
-            Order.sending_application,
-            Order.sending_facility,
-            Order.hl7_charset,
-            RequestedProcedure.requested_procedure_id,
-            RequestedProcedure.study_uid,
-            Patient.patient_id,
-            Patient.issuer,
-            Patient.name,
+            _STEPS.c.id.label("step_id"),
+            _STEPS.c.status,
+            _ORDERS.c.id.label("order_id"),
+            _ORDERS.c.placer_number,
+            _ORDERS.c.placer_namespace,
+            _ORDERS.c.filler_number,
+            _ORDERS.c.filler_namespace,
+            _ORDERS.c.accession,
+            _ORDERS.c.sending_application,
+            _ORDERS.c.sending_facility,
+            _ORDERS.c.hl7_charset,
+            _PROCEDURES.c.requested_procedure_id,
+            _PROCEDURES.c.study_uid,
+            _PATIENTS.c.patient_id,
+            _PATIENTS.c.issuer,
+            _PATIENTS.c.name,
         )
-        .join(RequestedProcedure, ScheduledStep.procedure_id == RequestedProcedure.id)
-        .join(Order, RequestedProcedure.order_id == Order.id)
-        .join(Patient, Order.patient_id == Patient.id)
-        .order_by(ScheduledStep.id)
+        .join(_PROCEDURES, _STEPS.c.procedure_id == _PROCEDURES.c.id)
+        .join(_ORDERS, _PROCEDURES.c.order_id == _ORDERS.c.id)
+        .join(_PATIENTS, _ORDERS.c.patient_id == _PATIENTS.c.id)
+        .order_by(_STEPS.c.id)
     )
+
+
+_LINKED_TO_INSTANCE = (
+    _linked_steps_query()
+    .join(_LINKS, _LINKS.c.step_id == _STEPS.c.id)
+    .where(_LINKS.c.mpps_id == bindparam("mpps_id"))
+)
+
+_KEY_COLUMNS = {
+    "study_uid": _PROCEDURES.c.study_uid,
+    "requested_procedure_id": _PROCEDURES.c.requested_procedure_id,
+    "accession": _ORDERS.c.accession,
+    "placer_number": _ORDERS.c.placer_number,
+    "filler_number": _ORDERS.c.filler_number,
+    "sps_id": _STEPS.c.sps_id,
+}
+
+
+@functools.cache
+def _matching_steps(keys: tuple[str, ...]) -> Select[Any]:
+    """The linked steps whose columns equal the bind parameters ``keys`` (one statement per
+    combination: at most 2 x 16)."""
+    return _linked_steps_query().where(*(_KEY_COLUMNS[key] == bindparam(key) for key in keys))
 
 
 def _row_to_linked(row: Row[Any]) -> LinkedStep:

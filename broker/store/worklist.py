@@ -6,7 +6,7 @@ is inserted with ``ON CONFLICT DO NOTHING`` and rows that are read, merged and w
 (patient demographics, an order with its procedures) are locked ``FOR UPDATE`` first; steps
 carry a version counter, so a lost update fails instead (all as :class:`StoreFailure`).
 
-The intake's hot path (order lookup, patient insert, new orders) runs Core statements built
+The hot paths (order lookup, patient insert, new orders, step status) run Core statements built
 once at import on the session's connection: no ORM unit of work, no statement construction or
 cache-key generation per call (docs/benchmarks.md). Those statements neither autoflush nor go
 through the identity map, so each first writes the ORM changes pending in the session
@@ -37,6 +37,7 @@ from sqlalchemy import (
 )
 from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.orm import Session, joinedload
+from sqlalchemy.orm.util import identity_key
 
 from broker.store.attributes import (
     ISSUER_OF_PATIENT_ID,
@@ -184,12 +185,13 @@ class SqlWorklistStore:
         ids = list(step_ids)
         if not ids:
             return
-        self._session.execute(
-            update(ScheduledStep)
-            .where(ScheduledStep.id.in_(ids))
-            .values(status=status.value, updated_at=utcnow(), version=ScheduledStep.version + 1),
-            execution_options={"synchronize_session": "fetch"},
+        self._connection().execute(
+            _SET_STEP_STATUS, {"ids": ids, "status": status.value, "updated_at": utcnow()}
         )
+        for step_id in ids:  # as synchronize_session would: loaded steps read the new values
+            loaded = self._session.identity_map.get(identity_key(ScheduledStep, step_id))
+            if loaded is not None:
+                self._session.expire(loaded, ["status", "updated_at", "version"])
 
     @translated
     def move_orders(self, from_patient: int, to_patient: int) -> int:
@@ -273,6 +275,15 @@ _INSERT_ORDER = insert(_ORDERS).returning(_ORDERS.c.id)
 _INSERT_PROCEDURE = insert(_PROCEDURES).returning(_PROCEDURES.c.id, sort_by_parameter_order=True)
 _INSERT_STEP = insert(_STEPS).returning(_STEPS.c.id, sort_by_parameter_order=True)
 _INSERT_STATION_AE = insert(_STATION_AES)
+_SET_STEP_STATUS = (
+    update(_STEPS)
+    .where(_STEPS.c.id.in_(bindparam("ids", expanding=True)))
+    .values(
+        status=bindparam("status"),
+        updated_at=bindparam("updated_at"),
+        version=_STEPS.c.version + 1,
+    )
+)
 
 
 def _insert_with_ids(connection: Connection, statement: Any, rows: list[dict[str, Any]]) -> None:
