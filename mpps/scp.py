@@ -38,11 +38,12 @@ from __future__ import annotations
 
 import logging
 from collections.abc import Callable, Mapping, Sequence
-from dataclasses import asdict, dataclass
+from dataclasses import dataclass, fields
 from typing import Any
 
 from pydicom import Dataset
 
+from mpps.attributes import tag
 from mpps.correlate import linked_steps, one_step_per_order
 from mpps.model import PerformedStep, PPSStatus, StepReference
 from mpps.policy import MppsPolicy
@@ -283,15 +284,42 @@ def status_event(
 ) -> dict[str, Any]:
     """The ``event`` of an ``hl7`` outbox entry: JSON values only.
 
-    ``{"performed": PerformedStep fields with "dataset" (DICOM JSON), "order": OrderContext
-    fields (order numbers as {"number", "namespace"} or null), "message_type", "version"}``.
+    ``{"performed": PerformedStep fields, "order": OrderContext fields (order numbers as
+    {"number", "namespace"} or null), "message_type", "version"}``. Of the MPPS dataset the
+    event keeps what :func:`mpps.report.status_message` reads of it
+    (:data:`REPORTED_ATTRIBUTES`), not the whole of it: a completed MPPS may list thousands of
+    images, and it is stored once already, in ``mpps_instances``.
     """
+    values = {name: getattr(performed, name) for name in _PERFORMED_FIELDS}
     return {
-        "performed": {**asdict(performed), "status": performed.status.value},
-        "order": asdict(order),
+        "performed": {
+            **values,
+            "status": performed.status.value,
+            "dataset": {
+                key: value for key, value in performed.dataset.items() if key in REPORTED_ATTRIBUTES
+            },
+            "references": [_plain(reference) for reference in performed.references],
+            "discontinuation_reasons": list(performed.discontinuation_reasons),
+        },
+        "order": {
+            **_plain(order),
+            "placer": _plain(order.placer) if order.placer else None,
+            "filler": _plain(order.filler) if order.filler else None,
+        },
         "message_type": destination.message_type.value,
         "version": destination.version,
     }
+
+
+REPORTED_ATTRIBUTES = frozenset({f"{tag('ProcedureCodeSequence'):08X}"})
+"""DICOM JSON keys of the MPPS dataset a status message reads (OBR-4, :mod:`mpps.report`)."""
+_PERFORMED_FIELDS = tuple(item.name for item in fields(PerformedStep))
+
+
+def _plain(value: Any) -> dict[str, Any]:
+    """A dataclass's fields, one level deep (:func:`dataclasses.asdict` copies every value
+    recursively, the dataset included)."""
+    return {item.name: getattr(value, item.name) for item in fields(value)}
 
 
 def read_status_event(event: Mapping[str, Any]) -> StatusEvent:

@@ -7,7 +7,7 @@ import itertools
 import json
 import threading
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from datetime import datetime
 from typing import Any
 
@@ -20,6 +20,7 @@ from sqlalchemy.orm import Session
 from broker.store import Store
 from broker.store.schema import OutboxRow, PerformedStepRow
 from mpps.attributes import tag
+from mpps.model import PerformedStep
 from mpps.policy import MppsPolicy
 from mpps.ports import MppsUnitOfWork, OutboxEntry
 from mpps.report import MessageType, OrderContext, status_message
@@ -39,6 +40,7 @@ from tests.mpps.datasets import (
     STUDY_UID,
     code_item,
     completion,
+    in_progress,
     n_create,
     series_item,
     step_item,
@@ -208,7 +210,8 @@ def test_the_status_event_gives_the_sender_what_the_report_needs(site: Site) -> 
     event = read_status_event(json.loads(site.outbox()[0].event))
     assert isinstance(event, StatusEvent)
     assert event.performed.sop_instance_uid == MPPS_UID
-    assert event.performed.dataset == n_create().to_json_dict()
+    assert set(event.performed.dataset) == {f"{tag('ProcedureCodeSequence'):08X}"}
+    assert replace(event.performed, dataset=in_progress().dataset) == in_progress()
     assert (event.message_type, event.version) == (MessageType.ORM_O01, "2.3.1")
     assert event.order == OrderContext(
         placer=OrderNumber("PL-1", "RIS"),
@@ -231,6 +234,20 @@ def test_the_status_event_gives_the_sender_what_the_report_needs(site: Site) -> 
         now=datetime(2024, 1, 2, 10, 30),
     )
     assert b"\rORC|SC|PL-1^RIS|FL-1^PACS||IP" in message
+
+
+def test_the_status_event_keeps_of_the_dataset_what_the_message_shows(site: Site) -> None:
+    request = n_create(ProcedureCodeSequence=[code_item("CTHEAD", "L", "CT Head")])
+    started(site, request)
+    event = read_status_event(json.loads(site.outbox()[0].event))
+    full = in_progress(ProcedureCodeSequence=[code_item("CTHEAD", "L", "CT Head")])
+    assert set(event.performed.dataset) == {f"{tag('ProcedureCodeSequence'):08X}"}
+
+    def rendered(performed: PerformedStep) -> bytes:
+        return status_message(performed, event.order, control_id="C1", now=datetime(2024, 1, 2))
+
+    assert rendered(event.performed) == rendered(full)
+    assert b"|CTHEAD^CT Head^L|" in rendered(event.performed)
 
 
 N_CREATE_REFUSALS = [
