@@ -41,17 +41,20 @@ from collections.abc import Callable, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Protocol
 
 import psycopg
 from pydicom import Dataset
-from pydicom.uid import generate_uid
+from pydicom.uid import ExplicitVRLittleEndian, generate_uid
 from pynetdicom import AE, evt
 from pynetdicom.association import Association
+from pynetdicom.events import Event, EventHandlerType
 from sqlalchemy.engine import make_url
 
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
+from bench.dimse_scu import DimseAssociation, encode_dataset  # noqa: E402
 from broker.dicom import set_no_delay  # noqa: E402
 from broker.mpps_service import MODALITY_PERFORMED_PROCEDURE_STEP as MPPS  # noqa: E402
 from hl7.ack import read_ack  # noqa: E402
@@ -115,21 +118,15 @@ def performed(n: int, run: str) -> tuple[Dataset, Dataset]:
     return create, completion()
 
 
-class Modality:
-    """A pynetdicom MPPS SCU (``TCP_NODELAY`` on, like the broker's side)."""
+@dataclass(frozen=True)
+class Work:
+    """One procedure's requests, built before the clock starts (a modality has its datasets
+    ready; building them with pydicom is not the broker's cost)."""
 
-    def __init__(self, port: int) -> None:
-        self.port = port
-        self.ae = AE(ae_title=STATION)
-        self.ae.add_requested_context(MPPS)
-        self.ae.acse_timeout = self.ae.dimse_timeout = self.ae.network_timeout = 60
-
-    def associate(self) -> Association:
-        assoc = self.ae.associate("127.0.0.1", self.port, ae_title="MWLBROKER",
-                                  evt_handlers=[(evt.EVT_CONN_OPEN, set_no_delay)])  # fmt: skip
-        if not assoc.is_established:
-            raise SystemExit("association refused")
-        return assoc
+    n: int
+    uid: str
+    create: Dataset | bytes
+    final: Dataset | bytes
 
 
 @dataclass
@@ -141,24 +138,89 @@ class Pair:
     """monotonic time of the N-SET response."""
 
 
-def report_pair(assoc: Association, n: int, run: str) -> Pair:
-    create, final = performed(n, run)
-    uid = generate_uid()
-    pair = Pair(placer=f"B{run}{n}")
-    status, _ = assoc.send_n_create(create, MPPS, uid)
-    pair.created = time.monotonic()
-    _check_status("N-CREATE", n, status)
-    status, _ = assoc.send_n_set(final, MPPS, uid)
-    pair.set = time.monotonic()
-    _check_status("N-SET", n, status)
-    return pair
+class Modality(Protocol):
+    """An MPPS SCU: :meth:`report` runs the pairs of ``work`` on one association."""
+
+    def prepare(self, numbers: Sequence[int], run: str) -> list[Work]: ...
+
+    def report(self, work: Sequence[Work], run: str) -> list[Pair]: ...
 
 
-def _check_status(operation: str, n: int, status: Dataset) -> None:
-    if "Status" not in status:
+class FastModality:
+    """:class:`bench.dimse_scu.DimseAssociation`: one thread, blocking socket, datasets
+    encoded beforehand (Explicit VR Little Endian), as a C++ or Java modality sends them."""
+
+    name = "bench/dimse_scu.py"
+
+    def __init__(self, port: int) -> None:
+        self.port = port
+
+    def prepare(self, numbers: Sequence[int], run: str) -> list[Work]:
+        return [Work(n, generate_uid(), *(encode(ds) for ds in performed(n, run))) for n in numbers]
+
+    def report(self, work: Sequence[Work], run: str) -> list[Pair]:
+        pairs = []
+        with DimseAssociation.open("127.0.0.1", self.port, calling_ae=STATION,
+                                   called_ae="MWLBROKER") as assoc:  # fmt: skip
+            for item in work:
+                pair = Pair(placer=f"B{run}{item.n}")
+                created = assoc.n_create(item.uid, item.create)
+                pair.created = time.monotonic()
+                _check_status("N-CREATE", item.n, created.status)
+                final = assoc.n_set(item.uid, item.final)
+                pair.set = time.monotonic()
+                _check_status("N-SET", item.n, final.status)
+                pairs.append(pair)
+        return pairs
+
+
+def encode(dataset: Dataset) -> bytes:
+    return encode_dataset(dataset, ExplicitVRLittleEndian)
+
+
+class PynetdicomModality:
+    """A pynetdicom MPPS SCU (``TCP_NODELAY`` on, like the broker's side). Its reactor threads
+    cost ~10 ms of CPU per pair here, on the same two cores as the broker."""
+
+    name = "pynetdicom SCU"
+
+    def __init__(self, port: int) -> None:
+        self.port = port
+        self.ae = AE(ae_title=STATION)
+        self.ae.add_requested_context(MPPS)
+        self.ae.acse_timeout = self.ae.dimse_timeout = self.ae.network_timeout = 60
+
+    def prepare(self, numbers: Sequence[int], run: str) -> list[Work]:
+        return [Work(n, generate_uid(), *performed(n, run)) for n in numbers]
+
+    def report(self, work: Sequence[Work], run: str) -> list[Pair]:
+        assoc = self.ae.associate("127.0.0.1", self.port, ae_title="MWLBROKER",
+                                  evt_handlers=[(evt.EVT_CONN_OPEN, set_no_delay)])  # fmt: skip
+        if not assoc.is_established:
+            raise SystemExit("association refused")
+        try:
+            return [self._pair(assoc, item, run) for item in work]
+        finally:
+            assoc.release()
+
+    @staticmethod
+    def _pair(assoc: Association, item: Work, run: str) -> Pair:
+        pair = Pair(placer=f"B{run}{item.n}")
+        assert isinstance(item.create, Dataset) and isinstance(item.final, Dataset)
+        status, _ = assoc.send_n_create(item.create, MPPS, item.uid)
+        pair.created = time.monotonic()
+        _check_status("N-CREATE", item.n, status.get("Status"))
+        status, _ = assoc.send_n_set(item.final, MPPS, item.uid)
+        pair.set = time.monotonic()
+        _check_status("N-SET", item.n, status.get("Status"))
+        return pair
+
+
+def _check_status(operation: str, n: int, status: int | None) -> None:
+    if status is None:
         raise RuntimeError(f"{operation} {n}: no response (association aborted or timed out)")
-    if status.Status != 0:
-        raise RuntimeError(f"{operation} {n}: status 0x{status.Status:04X}")
+    if status != 0:
+        raise RuntimeError(f"{operation} {n}: status 0x{status:04X}")
 
 
 # --- the server ------------------------------------------------------------------------------
@@ -271,28 +333,24 @@ class Phase:
         return len(self.pairs) / self.elapsed if self.elapsed else 0.0
 
 
-def one_association(modality: Modality, numbers: Sequence[int], run: str) -> list[Pair]:
-    assoc = modality.associate()
-    try:
-        return [report_pair(assoc, n, run) for n in numbers]
-    finally:
-        assoc.release()
+def one_association(modality: Modality, work: Sequence[Work], run: str) -> list[Pair]:
+    return modality.report(work, run)
 
 
-def association_each(modality: Modality, numbers: Sequence[int], run: str) -> list[Pair]:
-    return [one_association(modality, [n], run)[0] for n in numbers]
+def association_each(modality: Modality, work: Sequence[Work], run: str) -> list[Pair]:
+    return [modality.report([item], run)[0] for item in work]
 
 
-def paced(rate: float) -> Callable[[Modality, Sequence[int], str], list[Pair]]:
+def paced(rate: float) -> Callable[[Modality, Sequence[Work], str], list[Pair]]:
     """Open loop: pair ``i`` starts at ``i / rate`` s on an association of its own, from up to
     :data:`MODALITIES` modalities at once, so a slow pair does not delay the next."""
 
-    def drive(modality: Modality, numbers: Sequence[int], run: str) -> list[Pair]:
+    def drive(modality: Modality, work: Sequence[Work], run: str) -> list[Pair]:
         start, futures = time.monotonic(), []
         with ThreadPoolExecutor(MODALITIES, thread_name_prefix="modality") as modalities:
-            for index, n in enumerate(numbers):
+            for index, item in enumerate(work):
                 time.sleep(max(0.0, start + index / rate - time.monotonic()))
-                futures.append(modalities.submit(one_association, modality, [n], run))
+                futures.append(modalities.submit(modality.report, [item], run))
         return [future.result()[0] for future in futures]
 
     return drive
@@ -312,9 +370,10 @@ class Rig:
 def measure(rig: Rig, name: str, drive: Callable[..., list[Pair]], numbers: Sequence[int]) -> Phase:
     modality, server, ris, run = rig.modality, rig.server, rig.ris, rig.run
     phase = Phase(name)
+    work = modality.prepare(numbers, run)
     cpu, start = server_cpu(server.process.pid), time.monotonic()
     everything, mine = machine_cpu(), own_cpu()
-    phase.pairs = drive(modality, numbers, run)
+    phase.pairs = drive(modality, work, run)
     phase.elapsed = time.monotonic() - start
     if rig.outbound:
         wait_for_messages(ris, name, phase.pairs)
@@ -391,7 +450,8 @@ def drive_all(args: argparse.Namespace, server: Server, ris: FakeRIS, database: 
     total = WARMUP + 2 * n + paced_count
     print(f"{database}: {total} orders in over MLLP …", file=sys.stderr)
     asyncio.run(send_orders(server.hl7_port, range(total), run))
-    rig = Rig(Modality(server.dicom_port), server, ris, run, outbound=not args.without_ris)
+    modality = MODALITY_KINDS[args.modality](server.dicom_port)
+    rig = Rig(modality, server, ris, run, outbound=not args.without_ris)
     measure(rig, "warm-up", association_each, range(WARMUP))
     plan = [
         ("one association", one_association, range(WARMUP, WARMUP + n)),
@@ -403,6 +463,55 @@ def drive_all(args: argparse.Namespace, server: Server, ris: FakeRIS, database: 
         print(f"{database}: {name} …", file=sys.stderr)
         phases.append(measure(rig, name, drive, numbers))
     return Result(database, phases, check(ris.received) if rig.outbound else "no RIS")
+
+
+# --- the ceiling: a bare pynetdicom MPPS SCP -----------------------------------------------------
+
+
+def serve_bare() -> int:
+    """``--serve-bare``: an MPPS SCP with handlers that decode the request and answer Success,
+    nothing else (no store, no outbox), ``TCP_NODELAY`` on; prints its port, runs until killed."""
+
+    def created(event: Event) -> tuple[int, None]:
+        return (0x0000 if len(event.attribute_list) else 0x0120), None
+
+    def set_(event: Event) -> tuple[int, None]:
+        return (0x0000 if len(event.modification_list) else 0x0120), None
+
+    ae = AE(ae_title="MWLBROKER")
+    ae.add_supported_context(MPPS)
+    handlers: list[EventHandlerType] = [(evt.EVT_N_CREATE, created), (evt.EVT_N_SET, set_),
+                                        (evt.EVT_CONN_OPEN, set_no_delay)]  # fmt: skip
+    server = ae.start_server(("127.0.0.1", 0), block=False, evt_handlers=handlers)
+    assert server is not None and server.socket is not None
+    print(server.socket.getsockname()[1], flush=True)
+    signal.sigwait({signal.SIGTERM, signal.SIGINT})
+    server.shutdown()
+    return 0
+
+
+def bare_ceiling(args: argparse.Namespace) -> Phase:
+    """Pairs/s of the same modality against :func:`serve_bare` in a process of its own."""
+    command = [sys.executable, str(Path(__file__).resolve()), "--serve-bare"]
+    signal.pthread_sigmask(signal.SIG_BLOCK, {signal.SIGTERM, signal.SIGINT})
+    try:
+        process = subprocess.Popen(command, stdout=subprocess.PIPE, cwd=ROOT)
+    finally:
+        signal.pthread_sigmask(signal.SIG_UNBLOCK, {signal.SIGTERM, signal.SIGINT})
+    try:
+        assert process.stdout is not None
+        modality = MODALITY_KINDS[args.modality](int(process.stdout.readline()))
+        modality.report(modality.prepare(range(WARMUP), "W"), "W")
+        phase = Phase("bare pynetdicom SCP, one association")
+        work = modality.prepare(range(args.procedures), "BARE")
+        cpu, start = server_cpu(process.pid), time.monotonic()
+        phase.pairs = modality.report(work, "BARE")
+        phase.elapsed = time.monotonic() - start
+        phase.cpu = server_cpu(process.pid) - cpu
+        return phase
+    finally:
+        process.terminate()
+        process.wait(timeout=30)
 
 
 def create_postgres(admin_url: str) -> tuple[str, str]:
@@ -469,11 +578,17 @@ def machine(databases: Sequence[str], args: argparse.Namespace) -> list[str]:
     return lines
 
 
-def report(results: Sequence[Result], args: argparse.Namespace, argv: Sequence[str]) -> str:
+def report(
+    results: Sequence[Result], ceiling: Phase, args: argparse.Namespace, argv: Sequence[str]
+) -> str:
     stamp = time.strftime("%Y-%m-%d %H:%M UTC", time.gmtime())
     command = " ".join(["python bench/mpps.py", *argv])
     body = [f"Run {stamp}: `{command}`", "", *machine([r.database for r in results], args), "",
             *table(results), "",
+            f"Modality: {MODALITY_KINDS[args.modality].name}. The same modality against a bare "
+            f"pynetdicom MPPS SCP (handlers that decode the request and answer Success; no "
+            f"store, no outbox), one association: **{ceiling.rate:.0f} pairs/s**, "
+            f"{1000 * ceiling.cpu / len(ceiling.pairs):.1f} ms of SCP CPU per pair.", "",
             f"Targets: ≥ {TARGET_PAIRS:.0f} pairs/s with the store and the outbox in the path; "
             f"CM at the RIS p99 ≤ {TARGET_P99_S:.0f} s after the N-SET response while the RIS is "
             f"up (paced phase). parse_workers = {args.parse_workers} (HL7 rendered there), "
@@ -491,6 +606,12 @@ def write_doc(text: str) -> None:
     DOC.write_text(f"{head}{BEGIN}\n{text}\n{END}{tail}", encoding="utf-8")
 
 
+MODALITY_KINDS: dict[str, type[FastModality] | type[PynetdicomModality]] = {
+    "fast": FastModality,
+    "pynetdicom": PynetdicomModality,
+}
+
+
 def parse_args(argv: Sequence[str]) -> argparse.Namespace:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--databases", default="sqlite,postgresql", help="sqlite,postgresql")
@@ -505,14 +626,26 @@ def parse_args(argv: Sequence[str]) -> argparse.Namespace:
     parser.add_argument(
         "--without-ris", action="store_true", help="no [[outbound]]: the MPPS SCP and store alone"
     )
+    parser.add_argument(
+        "--modality",
+        choices=sorted(MODALITY_KINDS),
+        default="fast",
+        help="the MPPS SCU: fast (bench/dimse_scu.py, datasets encoded beforehand; default) "
+        "or pynetdicom",
+    )
+    parser.add_argument("--serve-bare", action="store_true", help=argparse.SUPPRESS)
     parser.add_argument("--write", action="store_true", help="update docs/benchmarks.md")
     return parser.parse_args(argv)
 
 
 def main(argv: Sequence[str]) -> int:
     args = parse_args(argv)
+    if args.serve_bare:
+        return serve_bare()
+    print("bare pynetdicom SCP …", file=sys.stderr)
+    ceiling = bare_ceiling(args)
     results = [run_one(args, database) for database in args.databases.split(",")]
-    text = report(results, args, argv)
+    text = report(results, ceiling, args, argv)
     print(text)
     if args.write:
         write_doc(text)
