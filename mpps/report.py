@@ -1,8 +1,8 @@
 """Performed step → HL7 status message for the RIS (standards.md §2.3).
 
-One message per order and state change, built with hl7apy (``Message(structure, version=…,
-validation_level=TOLERANT)``, ``to_er7()``), segments joined by CR, encoded in the order's
-MSH-18 character set. The shape is chosen with :class:`MessageType`:
+One message per order and state change, segments joined by CR, encoded in the order's MSH-18
+character set; hl7apy decides its layout, an ER7 writer writes it (Building, below). The shape
+is chosen with :class:`MessageType`:
 
 ============  ============================================  =====================================
 type          segments                                      standards.md §2.3
@@ -43,14 +43,11 @@ ones the context lacks. ``ris_application``/``ris_facility`` are copied as the o
 them (ER7 text, like :func:`hl7.ack.build_ack` copies MSH-3/4 back); every other value is
 plain text and is escaped here.
 
-Escaping: hl7apy escapes only part of a string assigned to a field. It reads ``^`` and ``&``
-as component separators and escapes ``|``, ``~`` and a lone backslash, but leaves a backslash
-that looks like part of an escape sequence alone (the text ``A\\F\\B`` goes out unchanged and
-reads back as ``A|B``) and writes CR/LF raw, which ends the segment. So every component is
-escaped with :func:`hl7.escape.escape` before it is assigned. hl7apy passes the resulting
-``\\F\\ \\S\\ \\T\\ \\R\\ \\E\\`` through unchanged but re-escapes ``\\.br\\`` and ``\\Xhh\\``,
-so control characters (line breaks, MLLP framing bytes) become spaces first: no field sent here
-is multi-line text.
+Escaping: every component is escaped with :func:`hl7.escape.escape`. hl7apy, handed a string,
+reads ``^`` and ``&`` as separators and leaves a backslash that looks like part of an escape
+sequence alone (the text ``A\\F\\B`` would go out unchanged and read back as ``A|B``).
+Control characters (line breaks, MLLP framing bytes) become spaces first: no field sent here is
+multi-line text, and hl7apy re-escapes the ``\\.br\\`` and ``\\Xhh\\`` written for them.
 
 A 110514 "Incorrect worklist entry selected" discontinuation is reported as DC like any other:
 whether to send anything (the step goes back to SCHEDULED, see
@@ -59,24 +56,54 @@ whether to send anything (the step goes back to SCHEDULED, see
 Characters the order's character set cannot encode become ``?`` (as in the ACK); MSH-18 stays
 the order's value, which the RIS declared it reads.
 
-Cost (measured, shared 2-core machine, Python 3.11, hl7apy 1.3.5, ``time.process_time`` over
-300 builds): 5.8–6.4 ms of CPU per ORM^O01 v2.3.1 and 6–8 ms per v2.5.1 message, about what
-parsing the same message costs (pitfalls.md). Each field assignment parses its value
-(~0.25 ms), the empty ``Message`` ~0.6 ms. Writing ER7 directly, as :mod:`hl7.ack` does
-(~0.015 ms per ACK), would be ~400x cheaper; letting hl7apy parse whole segment strings
-instead of assigning fields would roughly halve the cost.
+Building: the segment builders give each field as ER7 text, and the message is what hl7apy
+writes for them with ``Message(structure, version=…, validation_level=TOLERANT)``, one
+assignment per field and ``to_er7()`` (``_hl7apy_message``, the reference), without building
+that per message. Mostly it is a plain join: segment name, fields joined by ``|`` with unset
+ones empty and trailing unset ones dropped, ``MSH|^~\\&`` (``^~\\&#`` from v2.7). But hl7apy
+also
+
+- drops a blank (whitespace-only) component or sub-component of a composite type and the empty
+  ones it leaves at the end (``Doe^ ^John`` → ``Doe^^John``; a blank issuer leaves PID-3
+  ``P1``), but keeps a blank primitive value (OBR-18 ``" "``) and the separators up to a field
+  it writes empty (a blank patient ID: ``PID|||``);
+- escapes the delimiters in each leaf value: ``|``, ``~``, from v2.7 ``#`` (as ``\\L\\``), and
+  a backslash that is not part of an escape sequence it knows. The builders' escaped values come
+  out unchanged; MSH-5/6, copied as the order carried them, may not (``RIS~2`` →
+  ``RIS\\R\\2``, ``\\X41\\`` → ``\\E\\X41\\E\\``).
+
+What it keeps of a field depends on the field and on the *layout* of the text only (where the
+separators, values and blank values are): :func:`hl7.writer.segment_er7` has hl7apy write each
+layout once per field and version, which gives a template, and fills it with the values.
+
+What hl7apy still guarantees, once per message type and version (:func:`check_layout`, cached,
+behind :func:`supports`): the version is one it has, the structure exists in it, every segment
+of :data:`SEGMENTS` can be added and every field a builder sets exists; and two representative
+messages (every value set, with every delimiter in it; every optional value empty) come out of
+hl7apy and of the writer equal, else a ValueError names the first field that differs. It
+refuses OMG^O19 before v2.5 (no TQ1), ORM^O01 from v2.7 (withdrawn) and every type in v2.8,
+where hl7apy writes OBR-18 in OBR-16. The tests compare the writer with the reference byte for
+byte over generated messages of each type and version.
+
+Cost (``time.process_time`` over 300 builds of a COMPLETED step, several runs, shared 2-core
+machine, Python 3.11, hl7apy 1.3.5): built through hl7apy, 14–21 ms of CPU per ORM^O01 v2.3.1
+and 21–28 ms per OMI^O23 v2.5.1 message, as each field assignment parses its value (about what
+parsing the message costs, pitfalls.md); written directly, 0.2–0.5 ms, typically 50 times less.
+Each process pays 40–120 ms once per message type and version for the check and the first
+templates.
 """
 
 from __future__ import annotations
 
 import enum
+import functools
+import itertools
 import logging
 import re
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Iterator, Mapping
 from dataclasses import dataclass
 from datetime import datetime
 from types import MappingProxyType
-from typing import Any
 
 from hl7apy.consts import VALIDATION_LEVEL
 from hl7apy.core import Message
@@ -85,8 +112,10 @@ from hl7.charset import python_codec
 from hl7.codec import Header
 from hl7.escape import escape
 from hl7.fields import library_version
+from hl7.writer import Fields, assign, segment_er7
 from mpps.attributes import items, text
 from mpps.model import PerformedStep, PPSStatus, StepReference
+from mwl.dicomjson import code_item, element_of
 from mwl.model import OrderNumber
 
 logger = logging.getLogger(__name__)
@@ -173,9 +202,6 @@ ZDS_SUFFIX = "100^Application^DICOM"
 _V24 = (2, 4)
 _CONTROL = re.compile("[\x00-\x1f\x7f\x85\u2028\u2029]+")
 
-Fields = dict[int, str]
-"""Field number → ER7 text (already escaped) of one segment."""
-
 
 @dataclass(frozen=True, slots=True, kw_only=True)
 class _Facts:
@@ -196,13 +222,30 @@ class _Facts:
 
 
 def supports(message_type: MessageType, version: str) -> bool:
-    """Whether :func:`status_message` can build ``message_type`` in HL7 ``version``."""
-    number = Header(version=version).version_tuple
-    return (
-        bool(number)
-        and library_version(version) is not None
-        and (number >= FIRST_VERSION[message_type])
-    )
+    """Whether :func:`status_message` can build ``message_type`` in HL7 ``version``.
+
+    True when :func:`check_layout` finds nothing to object to (its verdict is cached).
+    """
+    return _layout_problem(message_type, version) is None
+
+
+def check_layout(message_type: MessageType, version: str) -> None:
+    """hl7apy's verdict on ``message_type`` in ``version``, checked once per pair.
+
+    The version must be one hl7apy has (``2.5.0`` counts as ``2.5``) and not older than
+    :data:`FIRST_VERSION`; hl7apy must have the message structure in it and accept every
+    segment of :data:`SEGMENTS` and every field a builder can set. Two representative
+    messages (every value set, with delimiters to escape; every optional value empty) are built
+    both through hl7apy and by the ER7 writer and must come out equal.
+
+    Raises
+    ------
+    ValueError
+        Naming what hl7apy lacks, or the first field the two builds write differently.
+    """
+    problem = _layout_problem(message_type, version)
+    if problem is not None:
+        raise ValueError(f"{message_type} cannot be built in HL7 version {version!r}: {problem}")
 
 
 def status_message(
@@ -239,12 +282,38 @@ def status_message(
     Raises
     ------
     ValueError
-        ``message_type`` does not exist in ``version`` (see :func:`supports`): a configuration
-        error, to be caught when the configuration is validated.
+        ``message_type`` cannot be built in ``version`` (see :func:`check_layout`): a
+        configuration error, to be caught when the configuration is validated.
     """
-    if not supports(message_type, version):
-        raise ValueError(f"{message_type} cannot be built in HL7 version {version!r}")
-    facts = _Facts(
+    check_layout(message_type, version)
+    facts = _facts(
+        performed,
+        order,
+        message_type=message_type,
+        version=version,
+        control_id=control_id,
+        now=now,
+        application=application,
+        facility=facility,
+    )
+    er7 = _er7(facts)
+    logger.debug("%s status %s for %s", message_type, performed.status, performed.sop_instance_uid)
+    return er7.encode(python_codec(order.hl7_charset), errors="replace")
+
+
+def _facts(
+    performed: PerformedStep,
+    order: OrderContext,
+    *,
+    message_type: MessageType,
+    version: str,
+    control_id: str,
+    now: datetime,
+    application: str,
+    facility: str,
+) -> _Facts:
+    """The arguments of :func:`status_message` with the matching (0040,0270) item."""
+    return _Facts(
         performed=performed,
         order=order,
         step=_matching_step(performed, order),
@@ -255,23 +324,6 @@ def status_message(
         application=application,
         facility=facility,
     )
-    message = Message(
-        message_type.structure,
-        version=library_version(version),
-        validation_level=VALIDATION_LEVEL.TOLERANT,
-    )
-    _assign(message.msh, "MSH", _msh(facts))
-    for name in SEGMENTS[message_type]:
-        _assign(message.add_segment(name), name, _BUILDERS[name](facts))
-    er7: str = message.to_er7()
-    logger.debug("%s status %s for %s", message_type, performed.status, performed.sop_instance_uid)
-    return er7.encode(python_codec(order.hl7_charset), errors="replace")
-
-
-def _assign(segment: Any, name: str, fields: Fields) -> None:
-    for number, value in fields.items():
-        if value:
-            setattr(segment, f"{name.lower()}_{number}", value)
 
 
 def _matching_step(performed: PerformedStep, order: OrderContext) -> StepReference:
@@ -390,6 +442,13 @@ _BUILDERS: Mapping[str, Callable[[_Facts], Fields]] = MappingProxyType(
 )
 
 
+def _segments(facts: _Facts) -> Iterator[tuple[str, Fields]]:
+    """MSH and the segments of the message type, each with its fields, in order."""
+    yield "MSH", _msh(facts)
+    for name in SEGMENTS[facts.message_type]:
+        yield name, _BUILDERS[name](facts)
+
+
 # --- values ---------------------------------------------------------------------------------
 
 
@@ -448,3 +507,125 @@ def _components(*values: str) -> str:
 def _escaped(value: str) -> str:
     """One escaped leaf value; control characters become spaces (module docstring)."""
     return escape(_CONTROL.sub(" ", value))
+
+
+# --- ER7 ------------------------------------------------------------------------------------
+
+
+def _er7(facts: _Facts) -> str:
+    """The message as hl7apy writes it (module docstring), segments joined by CR."""
+    library = library_version(facts.version)
+    assert library is not None, "checked by check_layout"
+    return "\r".join(segment_er7(name, fields, library) for name, fields in _segments(facts))
+
+
+# --- hl7apy ---------------------------------------------------------------------------------
+
+
+def _hl7apy_message(facts: _Facts) -> str:
+    """The message built field by field with hl7apy: the reference the writer must match."""
+    message = Message(
+        facts.message_type.structure,
+        version=library_version(facts.version),
+        validation_level=VALIDATION_LEVEL.TOLERANT,
+    )
+    for name, fields in _segments(facts):
+        segment = message.msh if name == "MSH" else message.add_segment(name)
+        assign(segment, name, fields)
+    er7: str = message.to_er7()
+    return er7
+
+
+# --- layout check ---------------------------------------------------------------------------
+
+
+@functools.lru_cache(maxsize=64)
+def _layout_problem(message_type: MessageType, version: str) -> str | None:
+    """What stops ``message_type`` in ``version`` (see :func:`check_layout`), None if nothing."""
+    number = Header(version=version).version_tuple
+    if not number or library_version(version) is None:
+        return "hl7apy has no such version"
+    if number < FIRST_VERSION[message_type]:
+        return f"the structure is defined from v{'.'.join(map(str, FIRST_VERSION[message_type]))}"
+    return _hl7apy_problem(message_type, version)
+
+
+def _hl7apy_problem(message_type: MessageType, version: str) -> str | None:
+    """Where hl7apy cannot build the representative messages, or writes them differently."""
+    for facts in _representatives(message_type, version):
+        try:
+            expected, written = _hl7apy_message(facts), _er7(facts)
+        except Exception as exc:  # hl7apy raises many types for what its structures lack
+            return f"hl7apy: {type(exc).__name__}: {exc}"
+        if written != expected:
+            return _difference(expected, written)
+    return None
+
+
+def _difference(expected: str, written: str) -> str:
+    """The first field (or segment) in which the writer's ER7 differs from hl7apy's."""
+    pairs = itertools.zip_longest(expected.split("\r"), written.split("\r"), fillvalue="")
+    for hl7apy_segment, segment in pairs:
+        fields = itertools.zip_longest(hl7apy_segment.split("|"), segment.split("|"))
+        for position, (theirs, ours) in enumerate(fields):
+            if theirs != ours:
+                name = (hl7apy_segment or segment)[:3]
+                where = f"{name}-{position + (name == 'MSH')}" if position else "segment"
+                return f"{where}: hl7apy writes {theirs!r}, the writer {ours!r}"
+    return "the two builds differ"
+
+
+_SAMPLE = "A^B&C|D~E\\F é"
+"""A representative value: every delimiter, a backslash and a non-ASCII letter."""
+
+
+def _representatives(message_type: MessageType, version: str) -> tuple[_Facts, ...]:
+    """Two messages for :func:`check_layout`: every value set, and every optional one empty."""
+    return tuple(
+        _facts(
+            _sample_step(value),
+            _sample_order(value),
+            message_type=message_type,
+            version=version,
+            control_id=value,
+            now=datetime(2024, 1, 2, 10, 30, 5),
+            application=value,
+            facility=value,
+        )
+        for value in (_SAMPLE, "")
+    )
+
+
+def _sample_step(value: str) -> PerformedStep:
+    """A completed step with ``value`` in every text (times only when ``value`` is set)."""
+    codes = [code_item(value, value, value)] if value else []
+    return PerformedStep(
+        sop_instance_uid="1.2.3",
+        status=PPSStatus.COMPLETED,
+        dataset={element_of("ProcedureCodeSequence")[0]: {"vr": "SQ", "Value": codes}},
+        references=(StepReference(study_uid=value, sps_id=value, placer_number=value),),
+        pps_id=value,
+        performed_station_ae=value,
+        modality=value,
+        start_date="20240102" if value else "",
+        start_time="103000.123456",
+        end_date="20240102" if value else "",
+        end_time="104500",
+    )
+
+
+def _sample_order(value: str) -> OrderContext:
+    """An order with ``value`` in every text (MSH-5 an HD with its components, as sent)."""
+    return OrderContext(
+        placer=OrderNumber(value, value),
+        filler=OrderNumber(value, value),
+        accession=value,
+        requested_procedure_id=value,
+        study_uid=value,
+        patient_id=value,
+        patient_issuer=value,
+        patient_name="^".join(value.replace("^", "") for _ in range(5)),
+        ris_application="RIS^1.2.3^ISO" if value else "",
+        ris_facility=value,
+        hl7_charset="UNICODE UTF-8" if value else "",
+    )

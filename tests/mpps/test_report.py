@@ -2,16 +2,32 @@
 
 from __future__ import annotations
 
+import random
 from collections.abc import Callable
+from dataclasses import replace
 from datetime import datetime
 from typing import NamedTuple
 
 import pytest
 
+import mpps.report
+from hl7.charset import python_codec
 from hl7.codec import Message, Segment, decode
-from mpps.model import PerformedStep
-from mpps.report import MessageType, OrderContext, status_message, supports
+from mpps.model import PerformedStep, StepReference
+from mpps.report import (
+    FIRST_VERSION,
+    MessageType,
+    OrderContext,
+    _facts,
+    _hl7apy_message,
+    _hl7apy_problem,
+    check_layout,
+    status_message,
+    supports,
+)
 from mpps.state import apply_set
+from mwl.dicomjson import code_item as json_code_item
+from mwl.dicomjson import element_of
 from mwl.model import OrderNumber
 from tests.mpps.datasets import (
     STUDY_UID,
@@ -296,9 +312,14 @@ SUPPORT = [
     (MessageType.ORM_O01, "2.5.1", True),
     (MessageType.ORU_R01, "2.3.1", True),
     (MessageType.OMG_O19, "2.3.1", False),
-    (MessageType.OMG_O19, "2.4", True),
+    (MessageType.OMG_O19, "2.4", False),  # no TQ1 before v2.5
+    (MessageType.OMG_O19, "2.5", True),
     (MessageType.OMI_O23, "2.4", False),
     (MessageType.OMI_O23, "2.5.1", True),
+    (MessageType.ORM_O01, "2.5.0", True),
+    (MessageType.ORM_O01, "2.7", False),  # withdrawn: hl7apy has no ORM_O01 from v2.7
+    (MessageType.ORU_R01, "2.7", True),
+    (MessageType.ORU_R01, "2.8", False),  # hl7apy writes OBR-18 as OBR-16
     (MessageType.ORM_O01, "2.2", False),
     (MessageType.ORM_O01, "3.0", False),
     (MessageType.ORM_O01, "", False),
@@ -313,3 +334,249 @@ def test_supports(message_type: MessageType, version: str, expected: bool) -> No
 def test_unsupported_combination_is_a_value_error() -> None:
     with pytest.raises(ValueError, match="OMI"):
         build(in_progress(), message_type=MessageType.OMI_O23, version="2.3.1")
+
+
+REFUSED = [
+    (MessageType.OMI_O23, "2.3.1", r"defined from v2\.5"),
+    (MessageType.OMG_O19, "2.4", "No child named TQ1"),
+    (MessageType.ORM_O01, "2.7", "Invalid name for Message: ORM_O01"),
+    (MessageType.ORU_R01, "2.8", "OBR-16: hl7apy writes"),
+    (MessageType.ORU_R01, "2.9", "hl7apy has no such version"),
+    (MessageType.ORM_O01, "3.0", "hl7apy has no such version"),
+]
+
+
+@pytest.mark.parametrize(("message_type", "version", "reason"), REFUSED)
+def test_layout_check_names_what_hl7apy_lacks(
+    message_type: MessageType, version: str, reason: str
+) -> None:
+    with pytest.raises(ValueError, match=reason):
+        check_layout(message_type, version)
+    assert not supports(message_type, version)
+
+
+BEFORE_FIRST_VERSION = {
+    MessageType.ORM_O01: "2.2",
+    MessageType.OMG_O19: "2.3.1",
+    MessageType.OMI_O23: "2.4",
+    MessageType.ORU_R01: "2.2",
+}
+
+
+@pytest.mark.parametrize("message_type", list(MessageType))
+def test_hl7apy_lacks_each_structure_before_its_first_version(message_type: MessageType) -> None:
+    """FIRST_VERSION refuses early; hl7apy, consulted alone, refuses the same versions."""
+    before = BEFORE_FIRST_VERSION[message_type]
+    assert FIRST_VERSION[message_type] > tuple(int(n) for n in before.split("."))
+    assert _hl7apy_problem(message_type, before) is not None
+
+
+def test_checked_message_types_are_written_without_an_hl7apy_message(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    expected = build(completed(), message_type=MessageType.OMI_O23, version="2.5.1")
+
+    def no_message(*args: object, **kwargs: object) -> None:
+        raise AssertionError("hl7apy Message built for a status message")
+
+    monkeypatch.setattr(mpps.report, "Message", no_message)
+    assert build(completed(), message_type=MessageType.OMI_O23, version="2.5.1") == expected
+
+
+class Rewrite(NamedTuple):
+    """Values hl7apy does not write as given, and the segments it writes instead."""
+
+    order: OrderContext
+    message_type: MessageType
+    version: str
+    segments: tuple[bytes, ...]
+
+
+REWRITES = {
+    "blank name component dropped": Rewrite(
+        OrderContext(patient_id="P1", patient_name="Doe^ ^John"),
+        MessageType.ORM_O01,
+        "2.3.1",
+        (b"PID|||P1||Doe^^John",),
+    ),
+    "blank issuer dropped, blank ID still a field": Rewrite(
+        OrderContext(patient_id=" ", patient_issuer=" "),
+        MessageType.ORM_O01,
+        "2.3.1",
+        (b"PID|||",),
+    ),
+    "blank EI dropped, blank ST kept": Rewrite(
+        OrderContext(accession=" ", requested_procedure_id="RP-1", study_uid=" "),
+        MessageType.OMI_O23,
+        "2.5.1",
+        (
+            b"OBR||PL-1|FL-1||||20240102103000||||||||||| |RP-1|SPS-1|CT01|||CT",
+            b"IPC||RP-1||SPS-1|CT",
+        ),
+    ),
+    "raw MSH-5 re-escaped": Rewrite(
+        OrderContext(ris_application="RIS~2^\\X41\\^ ", ris_facility=" "),
+        MessageType.ORM_O01,
+        "2.3.1",
+        (
+            b"MSH|^~\\&|MWLBROKER|IMAGING|RIS\\R\\2^\\E\\X41\\E\\||20240102110005||ORM^O01"
+            b"|MPPS-1|P|2.3.1",
+        ),
+    ),
+    "truncation character escaped from v2.7": Rewrite(
+        OrderContext(accession="A#1", ris_application="RIS#"),
+        MessageType.ORU_R01,
+        "2.7",
+        (
+            b"MSH|^~\\&#|MWLBROKER|IMAGING|RIS\\L\\||20240102110005||ORU^R01^ORU_R01|MPPS-1|P|2.7",
+            b"OBR||PL-1|FL-1||||20240102103000|||||||||||A\\L\\1|RP-1|SPS-1|CT01|||CT|I",
+        ),
+    ),
+}
+
+
+@pytest.mark.parametrize("case", REWRITES.values(), ids=REWRITES.keys())
+def test_writer_writes_what_hl7apy_writes_rather_than_a_plain_join(case: Rewrite) -> None:
+    """Blank values of composite types and raw MSH-5/6 text (module docstring)."""
+    step = in_progress()
+    raw = build(step, case.order, case.message_type, case.version)
+    segments = {segment[:3]: segment for segment in raw.split(b"\r")}
+    assert [segments[segment[:3]] for segment in case.segments] == list(case.segments)
+    assert raw == reference(step, case.order, case.message_type, case.version)
+
+
+def reference(
+    step: PerformedStep,
+    order: OrderContext,
+    message_type: MessageType,
+    version: str,
+    *,
+    control_id: str = "MPPS-1",
+    application: str = "MWLBROKER",
+    facility: str = "IMAGING",
+) -> bytes:
+    """The message built field by field through hl7apy."""
+    facts = _facts(
+        step,
+        order,
+        message_type=message_type,
+        version=version,
+        control_id=control_id,
+        now=NOW,
+        application=application,
+        facility=facility,
+    )
+    return _hl7apy_message(facts).encode(python_codec(order.hl7_charset), errors="replace")
+
+
+PIECES = (
+    *("", " ", "  ", "\u00a0", "A", "Zoë", "Łódź", "中文", "1.2.840.10008", "x" * 70),
+    *("^", "&", "|", "~", "\\", "#", "{0}", "\\F\\", "\\X41\\", "\\.br\\", "\\H\\"),
+    *("\r", "\n", "\r\n", "\x1c", "\x0b", "\t"),
+)
+"""Text pieces: blanks, non-ASCII, delimiters, escape sequences, line breaks, MLLP bytes."""
+DATES = ("", "20240102")
+TIMES = ("", "10", "1030", "103000", "103000.1", "103000.123456", "10^30", "10|30")
+STEPS: tuple[Callable[[], PerformedStep], ...] = (
+    in_progress,
+    completed,
+    lambda: discontinued(code_item("110501")),
+)
+DIFFERENTIAL = [
+    *((MessageType.ORM_O01, version) for version in ("2.3.1", "2.4", "2.5", "2.5.1")),
+    *((MessageType.OMG_O19, version) for version in ("2.5", "2.5.1", "2.7")),
+    *((MessageType.OMI_O23, version) for version in ("2.5", "2.5.1")),
+    *((MessageType.ORU_R01, version) for version in ("2.3.1", "2.4", "2.5", "2.5.1", "2.7")),
+]
+CASES = 20
+
+
+def random_text(rng: random.Random, most: int = 4) -> str:
+    return "".join(rng.choice(PIECES) for _ in range(rng.randint(0, most)))
+
+
+def random_number(rng: random.Random) -> OrderNumber | None:
+    return OrderNumber(random_text(rng), random_text(rng, 2)) if rng.random() < 0.7 else None
+
+
+def random_name(rng: random.Random) -> str:
+    """A DICOM PN: up to 6 components, sometimes a second (ideographic) group."""
+    groups = rng.choice((1, 1, 2))
+    return "=".join(
+        "^".join(random_text(rng, 2) for _ in range(rng.randint(0, 6))) for _ in range(groups)
+    )
+
+
+def random_order(rng: random.Random) -> OrderContext:
+    return OrderContext(
+        placer=random_number(rng),
+        filler=random_number(rng),
+        accession=random_text(rng),
+        requested_procedure_id=rng.choice(("RP-1", "", random_text(rng))),
+        study_uid=rng.choice((STUDY_UID, "", random_text(rng))),
+        patient_id=random_text(rng),
+        patient_issuer=random_text(rng, 2),
+        patient_name=random_name(rng),
+        ris_application=random_text(rng, 6),
+        ris_facility=random_text(rng, 6),
+        hl7_charset=rng.choice(("", "8859/1", "UNICODE UTF-8")),
+    )
+
+
+def random_reference(rng: random.Random) -> StepReference:
+    return StepReference(
+        study_uid=random_text(rng),
+        sps_id=random_text(rng),
+        requested_procedure_id=rng.choice(("RP-1", random_text(rng))),
+        accession=random_text(rng),
+        placer_number=random_text(rng),
+        filler_number=random_text(rng),
+    )
+
+
+def random_step(rng: random.Random) -> PerformedStep:
+    step = rng.choice(STEPS)()
+    codes = [json_code_item(*(random_text(rng) for _ in range(3)))] if rng.random() < 0.5 else []
+    tag = element_of("ProcedureCodeSequence")[0]
+    references = tuple(random_reference(rng) for _ in range(rng.randint(0, 2)))
+    return replace(
+        step,
+        dataset={**step.dataset, tag: {"vr": "SQ", "Value": codes}},
+        references=references or step.references,
+        performed_station_ae=random_text(rng),
+        modality=random_text(rng, 2),
+        start_date=rng.choice(DATES),
+        start_time=rng.choice(TIMES),
+        end_date=rng.choice(DATES),
+        end_time=rng.choice(TIMES),
+    )
+
+
+@pytest.mark.parametrize(
+    ("message_type", "version"), DIFFERENTIAL, ids=[f"{t} v{v}" for t, v in DIFFERENTIAL]
+)
+def test_writer_matches_hl7apy_byte_for_byte(message_type: MessageType, version: str) -> None:
+    rng = random.Random(f"{message_type} {version}")
+    for case in range(CASES):
+        step, order = random_step(rng), random_order(rng)
+        control_id, application, facility = (random_text(rng, 2) for _ in range(3))
+        expected = reference(
+            step,
+            order,
+            message_type,
+            version,
+            control_id=control_id,
+            application=application,
+            facility=facility,
+        )
+        written = status_message(
+            step,
+            order,
+            message_type=message_type,
+            version=version,
+            control_id=control_id,
+            now=NOW,
+            application=application,
+            facility=facility,
+        )
+        assert written == expected, f"case {case}: {order!r} {step!r}"
