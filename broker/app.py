@@ -86,7 +86,7 @@ class Broker:
             config.hl7.parse_process_count(os.cpu_count()), config.mapping
         )
         self._executors = [e for e in (parse_pool, store_pool) if e is not None]
-        await self._start_delivery(self.store, parse_pool)
+        await self._start_delivery(self.store)
         processor = InboundProcessor(
             self.store.unit_of_work,
             Intake(config.mapping),
@@ -107,9 +107,9 @@ class Broker:
         self.http = WebServer(config.http, create_app(web))
         await self.http.start()
 
-    async def _start_delivery(self, store: Store, renderer: Executor | None) -> None:
-        """The outbox sender (HL7 rendered in the parse pool) and the scheduled jobs."""
-        self.sender = OutboundSender.from_config(self.config, OutboxLedger(store.engine), renderer)
+    async def _start_delivery(self, store: Store) -> None:
+        """The outbox sender and the scheduled jobs."""
+        self.sender = OutboundSender.from_config(self.config, OutboxLedger(store.engine))
         await self.sender.start()
         housekeeping = Housekeeping(store.engine, self.config.retention)
         self.jobs = Jobs(outbox=self.config.outbox, retention=self.config.retention,

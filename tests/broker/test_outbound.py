@@ -10,7 +10,6 @@ from __future__ import annotations
 import asyncio
 import threading
 from collections.abc import Callable, Iterator, Sequence
-from concurrent.futures import BrokenExecutor, Future, ThreadPoolExecutor
 from contextlib import contextmanager
 from datetime import datetime
 from typing import Any
@@ -292,24 +291,6 @@ def test_claims_are_renewed_when_the_lease_could_run_out(
     assert renewals[0] == ids  # before the first send, for the whole round
     assert all(stored(store, row_id).state == State.SENT for row_id in ids)
     assert sorted(ris.counts().values()) == [1, 1, 1]
-
-
-class BrokenPool(ThreadPoolExecutor):
-    """A render pool whose worker process died."""
-
-    def submit(self, *args: Any, **kwargs: Any) -> Future[Any]:
-        raise BrokenExecutor("a worker process died")
-
-
-def test_a_broken_render_pool_falls_back_to_a_thread(store: Store, ledger: WatchedLedger) -> None:
-    with FakeRIS() as ris, BrokenPool(1) as pool:
-        config = Config(outbound=(receiver("RIS", ris.port),), outbox=FAST)
-        with sending(OutboundSender.from_config(config, ledger, pool)) as sender:
-            (row_id,) = queue(store, status_entry(1))
-            sender.wake()
-            assert ris.wait_for_count(1, TIMEOUT)
-            assert ledger.wait_for(lambda results: len(results) == 1)
-    assert stored(store, row_id).state == State.SENT
 
 
 def test_a_message_that_cannot_be_rendered_is_dead(store: Store, ledger: WatchedLedger) -> None:
