@@ -34,6 +34,7 @@ from sqlalchemy.engine import make_url
 from sqlalchemy.exc import ArgumentError
 
 from mpps.policy import MppsPolicy
+from mpps.report import MessageType, check_layout
 from mwl.policy import CallerRule, MappingPolicy, StationRule, WorklistPolicy
 
 CONFIG_ENV = "MWL_BROKER_CONFIG"
@@ -290,8 +291,8 @@ _CHECKS: dict[tuple[type[Any], str], Callable[[Any], Any]] = {
     (OutboundConfig, "name"): _NOT_BLANK,
     (OutboundConfig, "host"): _NOT_BLANK,
     (OutboundConfig, "port"): _PEER_PORT,
-    (OutboundConfig, "message_type"): _matches(
-        r"[A-Z0-9]{3}\^[A-Z0-9]{3}(\^[A-Z0-9_]{3,7})?", "an HL7 message type like 'ORM^O01'"
+    (OutboundConfig, "message_type"): _rule(
+        lambda v: v in set(MessageType), f"one of {', '.join(MessageType)}"
     ),
     (OutboundConfig, "version"): _matches(r"2\.[0-9](\.[0-9])?", "an HL7 version like '2.3.1'"),
     (OutboundConfig, "events"): _rule(
@@ -380,7 +381,7 @@ def _document_to_config(document: Mapping[str, Any], source: Path | None) -> Con
         hl7=hl7,
         dicom=_build(DicomConfig, _table(document, "dicom"), "dicom"),
         http=_build(HttpConfig, _table(document, "http"), "http"),
-        outbound=_build_array(OutboundConfig, document, "outbound"),
+        outbound=_buildable(_build_array(OutboundConfig, document, "outbound")),
         mpps_forward=_build_array(ForwardConfig, document, "mpps_forward"),
         mapping=_build(
             MappingPolicy,
@@ -407,6 +408,18 @@ def _build_array(cls: type[Any], document: Mapping[str, Any], name: str) -> tupl
     built = _table_list(cls, document.get(name, []), name)
     _reject_duplicate_names(built, name)
     return built
+
+
+def _buildable(receivers: tuple[OutboundConfig, ...]) -> tuple[OutboundConfig, ...]:
+    """Each receiver's message type can be built in its version (:func:`mpps.report.check_layout`:
+    hl7apy has the structure, its segments and fields), or the key is named now, not at the
+    first delivery."""
+    for index, receiver in enumerate(receivers):
+        try:
+            check_layout(MessageType(receiver.message_type), receiver.version)
+        except ValueError as error:
+            raise ConfigError(f"outbound[{index}].version", str(error)) from None
+    return receivers
 
 
 def _reject_duplicate_names(items: tuple[Any, ...], name: str) -> None:

@@ -390,6 +390,21 @@ def test_other_environment_variables_are_ignored() -> None:
             "ORM^O01",
         ),
         (
+            '[[outbound]]\nname = "a"\nhost = "h"\nport = 1\nmessage_type = "ADT^A08"\n',
+            "outbound[0].message_type",
+            "OMG^O19",
+        ),
+        (
+            '[[outbound]]\nname = "a"\nhost = "h"\nport = 1\nmessage_type = "OMI^O23"\n',
+            "outbound[0].version",
+            "OMI^O23 cannot be built in HL7 version '2.3.1'",
+        ),
+        (
+            '[[outbound]]\nname = "a"\nhost = "h"\nport = 1\nversion = "2.9"\n',
+            "outbound[0].version",
+            "hl7apy has no such version",
+        ),
+        (
             '[[outbound]]\nname = "a"\nhost = "h"\nport = 1\nack_timeout = "30"\n',
             "outbound[0].ack_timeout",
             "number",
