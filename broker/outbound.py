@@ -73,6 +73,12 @@ T = TypeVar("T")
 
 BATCH = 32
 """Rows per claim: small enough that the first of a round goes out after a few renders."""
+GATHER_SECONDS = 0.05
+"""How long a woken worker waits before it claims. A round costs three write transactions
+(claim, payloads, outcomes) whatever its size; while modalities report many procedures a
+second, each commit wakes the worker, and rounds of one message each took the write lock from
+the MPPS units of work and tripled the broker's CPU per procedure (docs/benchmarks.md, MPPS).
+Waiting 50 ms gathers them, well inside the second a new message has to reach the RIS."""
 STOP_GRACE_SECONDS = 10.0
 
 ACK_OUTCOMES = {
@@ -374,6 +380,8 @@ class DestinationWorker:
             timeout = max((self._retry_at - utcnow()).total_seconds(), 0.0)
         with contextlib.suppress(TimeoutError):
             await asyncio.wait_for(self._event.wait(), timeout)
+        if not self._stopping:
+            await asyncio.sleep(GATHER_SECONDS)  # let the commits right behind this one join
         self._event.clear()
 
     async def round(self) -> bool:

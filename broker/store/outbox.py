@@ -29,15 +29,16 @@ session for callers that compose them. Database errors leave as :class:`mwl.port
 from __future__ import annotations
 
 import enum
+import functools
 import json
 from collections.abc import Callable, Collection, Iterator, Mapping, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass
 from datetime import datetime, timedelta
-from typing import Any
+from typing import Any, cast
 
-from sqlalchemy import Engine, and_, case, exists, func, or_, select, update
-from sqlalchemy.orm import Session, aliased, sessionmaker
+from sqlalchemy import Engine, Table, and_, bindparam, case, exists, func, or_, select, update
+from sqlalchemy.orm import Session, sessionmaker
 
 from broker.store.engine import READ_ONLY
 from broker.store.errors import store_errors
@@ -139,6 +140,40 @@ _CLAIMED_COLUMNS = (
 )
 
 
+_OUTBOX = cast(Table, OutboxRow.__table__)
+_HELD = and_(  # pending and claimed by the worker bound as ``worker``
+    _OUTBOX.c.state == State.PENDING.value, _OUTBOX.c.claimed_by == bindparam("worker")
+)
+_CLAIM = (
+    update(_OUTBOX)
+    .where(_OUTBOX.c.id.in_(bindparam("ids", expanding=True)))
+    .values(claimed_by=bindparam("worker"), claimed_until=bindparam("until"))
+)
+_SAVE_PAYLOAD = (
+    update(_OUTBOX)
+    .where(_OUTBOX.c.id == bindparam("row_id"), _HELD, _OUTBOX.c.payload.is_(None))
+    .values(payload=bindparam("bytes"))
+)
+_ATTEMPTED = {  # every outcome: one attempt more, the claim released, the reply kept
+    "attempts": _OUTBOX.c.attempts + 1,
+    "claimed_by": None,
+    "claimed_until": None,
+    "ack": bindparam("reply"),
+}
+_RECORD = update(_OUTBOX).where(_OUTBOX.c.id == bindparam("row_id"), _HELD)
+_RECORD_SENT = _RECORD.values(
+    {**_ATTEMPTED, "state": State.SENT.value, "sent_at": bindparam("when")}
+)
+_RECORD_DEAD = _RECORD.values(
+    {**_ATTEMPTED, "state": State.DEAD.value, "last_error": bindparam("reason")}
+)
+_RECORD_RETRY = _RECORD.values(
+    {**_ATTEMPTED, "last_error": bindparam("reason"), "next_attempt_at": bindparam("due")}
+)
+"""The bookkeeping of each round (claim, payloads, outcomes) as Core statements built once:
+at a round per message, building ORM bulk updates per call cost more than the delivery."""
+
+
 # --- claims ----------------------------------------------------------------------------------
 
 
@@ -157,41 +192,50 @@ def claim_due(
     """
     if destinations is not None and not destinations:
         return []
+    chosen = sorted(destinations) if destinations is not None else None
+    query = _due_query(limit, len(chosen) if chosen is not None else None)
+    parameters: dict[str, Any] = {"now": now}
+    if chosen is not None:
+        parameters |= {"destination": chosen[0]} if len(chosen) == 1 else {"destinations": chosen}
     with store_errors():
-        rows = session.execute(_due_query(now, limit, destinations)).all()
+        connection = session.connection()
+        rows = connection.execute(query, parameters).all()
         until = now + timedelta(seconds=lease)
         if rows:
-            session.execute(
-                update(OutboxRow)
-                .where(OutboxRow.id.in_([row.id for row in rows]))
-                .values(claimed_by=worker, claimed_until=until)
-            )
+            ids = [row.id for row in rows]
+            connection.execute(_CLAIM, {"ids": ids, "worker": worker, "until": until})
         session.commit()
     return [_claimed(row, until) for row in rows]
 
 
-def _due_query(now: datetime, limit: int, destinations: Collection[str] | None) -> Any:
-    earlier = aliased(OutboxRow)
+@functools.cache
+def _due_query(limit: int, destinations: int | None) -> Any:
+    """Due head-of-order rows, oldest first: of any destination (None), of the one bound as
+    ``destination`` (1), or of those bound as ``destinations``. Built once per shape."""
+    table = _OUTBOX
+    earlier = table.alias("earlier")
     blocked = exists().where(
-        earlier.destination == OutboxRow.destination,
-        earlier.order_key == OutboxRow.order_key,
-        earlier.state == State.PENDING.value,
-        earlier.id < OutboxRow.id,
+        earlier.c.destination == table.c.destination,
+        earlier.c.order_key == table.c.order_key,
+        earlier.c.state == State.PENDING.value,
+        earlier.c.id < table.c.id,
     )
     query = (
-        select(*_CLAIMED_COLUMNS)
+        select(*(table.c[column.key] for column in _CLAIMED_COLUMNS))
         .where(
-            OutboxRow.state == State.PENDING.value,
-            OutboxRow.next_attempt_at <= now,
-            or_(OutboxRow.claimed_until.is_(None), OutboxRow.claimed_until < now),
+            table.c.state == State.PENDING.value,
+            table.c.next_attempt_at <= bindparam("now"),
+            or_(table.c.claimed_until.is_(None), table.c.claimed_until < bindparam("now")),
             ~blocked,
         )
-        .order_by(OutboxRow.id)
+        .order_by(table.c.id)
         .limit(limit)
         .with_for_update(skip_locked=True)  # SQLite: no clause; BEGIN IMMEDIATE serialises
     )
-    if destinations is not None:
-        query = query.where(OutboxRow.destination.in_(sorted(destinations)))
+    if destinations == 1:
+        query = query.where(table.c.destination == bindparam("destination"))
+    elif destinations is not None:
+        query = query.where(table.c.destination.in_(bindparam("destinations", expanding=True)))
     return query
 
 
@@ -261,13 +305,10 @@ def save_payloads(session: Session, payloads: Mapping[int, bytes], *, worker: st
     """Fix the rendered bytes of rows that have none yet; the ids now safe to send."""
     saved: set[int] = set()
     with store_errors():
+        connection = session.connection()
         for row_id, payload in payloads.items():
-            done = session.execute(
-                update(OutboxRow)
-                .where(OutboxRow.id == row_id, _held_by(worker), OutboxRow.payload.is_(None))
-                .values(payload=payload)
-            )
-            if _count(done):
+            parameters = {"row_id": row_id, "worker": worker, "bytes": payload}
+            if _count(connection.execute(_SAVE_PAYLOAD, parameters)):
                 saved.add(row_id)
         session.commit()
     return saved
@@ -277,34 +318,27 @@ def record(session: Session, results: Sequence[Result], *, worker: str, now: dat
     """Store the outcome of each attempt (fenced by the claim); the number recorded."""
     recorded = 0
     with store_errors():
+        connection = session.connection()
         for result in results:
-            done = session.execute(
-                update(OutboxRow)
-                .where(OutboxRow.id == result.id, _held_by(worker))
-                .values(_outcome_values(result, now))
-            )
-            recorded += _count(done)
+            statement, values = _outcome(result, now)
+            parameters = {"row_id": result.id, "worker": worker, "reply": result.ack, **values}
+            recorded += _count(connection.execute(statement, parameters))
         session.commit()
     return recorded
 
 
-def _outcome_values(result: Result, now: datetime) -> dict[str, Any]:
-    values: dict[str, Any] = {
-        "attempts": OutboxRow.attempts + 1,
-        "claimed_by": None,
-        "claimed_until": None,
-        "ack": result.ack,
-    }
+def _outcome(result: Result, now: datetime) -> tuple[Any, dict[str, Any]]:
+    """The prebuilt statement of ``result``'s outcome and its own parameters."""
     match result.outcome:
         case Outcome.SENT:
-            values |= {"state": State.SENT.value, "sent_at": now}
+            return _RECORD_SENT, {"when": now}
         case Outcome.DEAD:
-            values |= {"state": State.DEAD.value, "last_error": result.error}
+            return _RECORD_DEAD, {"reason": result.error}
         case Outcome.RETRY:
             if result.next_attempt_at is None:
                 raise ValueError("a retry needs next_attempt_at")
-            values |= {"last_error": result.error, "next_attempt_at": result.next_attempt_at}
-    return values
+            return _RECORD_RETRY, {"reason": result.error, "due": result.next_attempt_at}
+    raise ValueError(f"unknown outcome {result.outcome!r}")
 
 
 # --- operators -------------------------------------------------------------------------------

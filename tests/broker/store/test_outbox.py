@@ -210,11 +210,12 @@ def test_outcomes_are_recorded(store: Store, ledger: OutboxLedger) -> None:
     assert row(store, retried).claimed_by is None
 
 
-def test_a_retry_needs_a_time() -> None:
-    from broker.store.outbox import _outcome_values  # noqa: PLC0415
-
+def test_a_retry_needs_a_time(store: Store, ledger: OutboxLedger) -> None:
+    (row_id,) = queue(store, status_entry(1))
+    claim(ledger)
     with pytest.raises(ValueError, match="next_attempt_at"):
-        _outcome_values(Result(id=1, outcome=Outcome.RETRY), now())
+        ledger.record([Result(id=row_id, outcome=Outcome.RETRY)], worker=A, now=now())
+    assert ledger.entries()[0].attempts == 0  # nothing recorded
 
 
 def test_a_dead_row_does_not_hold_back_its_order(store: Store, ledger: OutboxLedger) -> None:
