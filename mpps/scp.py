@@ -17,6 +17,7 @@ Success is answered (the outbox pattern, ARCHITECTURE.md); then ``on_commit`` wa
        failed ("MPPS store unavailable"; nothing of the request stays)
 0111   Duplicate SOP Instance: N-CREATE of a stored UID, also when two arrive at once
 0112   No such SOP Instance: N-SET of an unknown UID
+0117   Invalid object instance: N-CREATE of a UID that breaks the UID rules (PS3.5 9.1)
 0120   Missing attribute, 0121 missing attribute value (:mod:`mpps.state`)
 =====  =========================================================================================
 

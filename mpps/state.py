@@ -50,6 +50,7 @@ from __future__ import annotations
 
 import enum
 import logging
+import re
 from collections.abc import Iterable, Mapping, Sequence
 from types import MappingProxyType
 
@@ -89,9 +90,15 @@ class MppsStatus(enum.IntEnum):
     """For the adapter: N-CREATE with an MPPS SOP Instance UID already stored."""
     NO_SUCH_SOP_INSTANCE = 0x0112
     """For the adapter: N-SET for an MPPS SOP Instance UID that is not stored."""
+    INVALID_OBJECT_INSTANCE = 0x0117
+    """N-CREATE whose Affected SOP Instance UID breaks the UID rules (PS3.5 9.1)."""
     MISSING_ATTRIBUTE = 0x0120
     MISSING_ATTRIBUTE_VALUE = 0x0121
 
+
+UID_MAX = 64
+_UID = re.compile(r"(0|[1-9][0-9]*)(\.(0|[1-9][0-9]*))*")
+"""PS3.5 9.1: dotted numbers without leading zeros, at most 64 characters."""
 
 NO_LONGER_UPDATABLE = 0xA710
 """Error ID (0000,0903) of an N-SET after COMPLETED/DISCONTINUED (PS3.4 F.7.2.2.4)."""
@@ -172,9 +179,14 @@ def create(sop_instance_uid: str, dataset: Dataset) -> PerformedStep:
     Raises
     ------
     MppsError
-        0120 / 0121 for an absent / empty Type 1 attribute, 0106 for a status other than
-        IN PROGRESS or a malformed PPS date/time, 0110 when the list cannot be decoded.
+        0117 for a SOP Instance UID that breaks the UID rules (longer than 64 characters,
+        not dotted numbers), 0120 / 0121 for an absent / empty Type 1 attribute, 0106 for a
+        status other than IN PROGRESS or a malformed PPS date/time, 0110 when the list cannot
+        be decoded.
     """
+    if len(sop_instance_uid) > UID_MAX or not _UID.fullmatch(sop_instance_uid):
+        comment = "Affected SOP Instance UID is not a valid UID (PS3.5 9.1)"
+        raise MppsError(MppsStatus.INVALID_OBJECT_INSTANCE, comment)
     data = _decoded(dataset)
     _require(data, N_CREATE_TYPE_1, N_CREATE_ITEM_TYPE_1, "N-CREATE")
     status = text(data, STATUS)

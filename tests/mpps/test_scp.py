@@ -282,6 +282,23 @@ def test_n_create_refusals_store_nothing(
     assert set(site.statuses().values()) == {SPSStatus.SCHEDULED}
 
 
+@pytest.mark.parametrize(
+    "uid",
+    [
+        "1.2.826.0.1.3680043.2.1125." + "1" * 40,  # 66 characters: over the UI column too
+        "1.2.3.04",  # a leading zero
+        "1.2.3.x",
+        "",
+    ],
+)
+def test_n_create_with_an_invalid_uid_is_0117_and_stores_nothing(site: Site, uid: str) -> None:
+    code, comment, error_id, listed = refusal(site.service.n_create(uid, n_create(), "CT01"))
+    assert (code, error_id, listed) == (0x0117, None, [])
+    assert "not a valid UID" in comment
+    assert site.instances() == [] and site.outbox() == [] and site.wakes == []
+    assert set(site.statuses().values()) == {SPSStatus.SCHEDULED}
+
+
 def test_n_create_of_a_stored_uid_is_a_duplicate(site: Site) -> None:
     started(site)
     response = site.service.n_create(MPPS_UID, n_create(), "CT02")
