@@ -24,10 +24,12 @@ Success is answered (the outbox pattern, ARCHITECTURE.md); then ``on_commit`` wa
 What goes out (``kind`` of :class:`mpps.ports.OutboxEntry`):
 
 - ``hl7``: per enabled ``[[outbound]]`` destination whose ``events`` include the new state
-  (IP for N-CREATE, CM / DC for the final N-SET), one message per linked order, ``order_key``
-  ``order:<id>``. None for an unscheduled MPPS, none for an N-SET that leaves the step IN
-  PROGRESS, and none for a (110514, DCM) discontinuation when the policy reschedules (the
-  steps go back to SCHEDULED: the procedure was never performed, standards.md §4.5).
+  (IP for N-CREATE, CM / DC for the final N-SET), one message per linked order whose step the
+  request moved (:func:`mpps.state.moves`: a step another MPPS finished stays as it is, and
+  its order hears nothing), ``order_key`` ``order:<id>``. None for an unscheduled MPPS, none
+  for an N-SET that leaves the step IN PROGRESS, and none for a (110514, DCM) discontinuation
+  when the policy reschedules (the steps go back to SCHEDULED: the procedure was never
+  performed, standards.md §4.5).
   ``event`` is :func:`status_event`; :func:`read_status_event` gives the sender back the
   arguments of :func:`mpps.report.status_message`.
 - ``dicom``: per ``[[mpps_forward]]`` peer, every accepted N-CREATE and N-SET, ``order_key``
@@ -56,7 +58,7 @@ from mpps.ports import (
     OutboxEntry,
 )
 from mpps.report import ORDER_STATUS, MessageType, OrderContext
-from mpps.state import MppsError, MppsStatus, apply_set, create, step_status_for
+from mpps.state import MppsError, MppsStatus, apply_set, create, moves, step_status_for
 from mwl.model import OrderNumber, SPSStatus
 from mwl.ports import StoreFailure
 
@@ -184,8 +186,9 @@ class MppsService:
         status = step_status_for(
             performed, reschedule_on_incorrect_entry=self._policy.reschedule_on_incorrect_entry
         )
-        uow.worklist.set_step_status([step.step_id for step in steps], status)
-        entries = self._status_entries(performed, steps, status)
+        moved = [step for step in steps if moves(step.status, status)]
+        uow.worklist.set_step_status([step.step_id for step in moved], status)
+        entries = self._status_entries(performed, moved, status)
         entries += self._forward_entries(performed.sop_instance_uid, operation, request)
         for entry in entries:
             uow.outbox.add(entry)

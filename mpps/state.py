@@ -248,6 +248,22 @@ def step_status_for(
     return SPS_STATUS[performed.status]
 
 
+def moves(current: SPSStatus, new: SPSStatus) -> bool:
+    """Whether an MPPS moves a scheduled step from ``current`` to ``new``: forward only.
+
+    Several MPPS may reference one step (a procedure performed again, the append case). A step
+    that another MPPS completed stays COMPLETED, and a finished step (COMPLETED, DISCONTINUED,
+    CANCELED) is not started, discontinued or rescheduled again; COMPLETED may follow
+    DISCONTINUED or CANCELED: the procedure was performed after all, which the RIS must hear.
+    A step already in ``new`` does not move either (its order heard of it already).
+    """
+    if current is new:
+        return False
+    if new is SPSStatus.COMPLETED:
+        return True
+    return not current.is_final
+
+
 def references(dataset: Dataset | DicomJson) -> tuple[StepReference, ...]:
     """The items of (0040,0270) Scheduled Step Attributes Sequence (standards.md §4.4).
 

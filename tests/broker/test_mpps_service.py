@@ -58,8 +58,10 @@ from mpps.ports import MppsUnitOfWork
 from mpps.report import MessageType
 from mpps.scp import MppsService, Response, StatusDestination
 from mpps.state import NO_LONGER_UPDATABLE, NO_LONGER_UPDATABLE_COMMENT
+from mwl.model import SPSStatus
 from mwl.policy import WorklistPolicy
-from tests.mpps.datasets import completion, n_create
+from tests.broker.store.samples import SENDER, order, patient, procedure, step
+from tests.mpps.datasets import completion, n_create, step_item
 from tests.mpps.test_scp import schedule
 from tests.mwl.test_scp import FakeFinder
 
@@ -165,10 +167,35 @@ def attribute_list(status: Dataset) -> list[int]:
 # --- success --------------------------------------------------------------------------------
 
 
+def scheduled_step(store: Store, number: str) -> Dataset:
+    """A new SCHEDULED order with one step; its (0040,0270) item."""
+    record = order(
+        f"PL-{number}",
+        filler=f"FL-{number}",
+        accession=f"ACC-{number}",
+        procedures=(procedure(f"1.2.3.99.{number}", f"RP-{number}", steps=(step(f"S{number}"),)),),
+    )
+    with store.unit_of_work() as uow:
+        uow.worklist.add_order(
+            uow.worklist.upsert_patient(patient()), record, SPSStatus.SCHEDULED, sender=SENDER
+        )
+        uow.commit()
+    return step_item(
+        StudyInstanceUID=f"1.2.3.99.{number}",
+        AccessionNumber=f"ACC-{number}",
+        RequestedProcedureID=f"RP-{number}",
+        ScheduledProcedureStepID=f"S{number}",
+        PlacerOrderNumberImagingServiceRequest=f"PL-{number}",
+        FillerOrderNumberImagingServiceRequest=f"FL-{number}",
+    )
+
+
 @pytest.mark.parametrize("syntax", SYNTAXES, ids=lambda syntax: syntax.name)
 def test_n_create_and_n_set_succeed_in_each_transfer_syntax(site: Site, syntax: UID) -> None:
     uid = generate_uid()
-    assert site.create(uid, n_create(), syntax=syntax).Status == 0x0000
+    item = scheduled_step(site.store, str(SYNTAXES.index(syntax)))
+    request = n_create(ScheduledStepAttributesSequence=[item])
+    assert site.create(uid, request, syntax=syntax).Status == 0x0000
     assert site.set(uid, completion(), syntax=syntax).Status == 0x0000
     assert site.outbox(uid) == [
         ("hl7", "RIS", "IP"),

@@ -483,6 +483,46 @@ def test_incorrect_worklist_entry_without_rescheduling_is_an_ordinary_dc(store: 
     assert operations == ["IP", "DC"]
 
 
+SECOND_MPPS = "1.2.826.0.1.3680043.2.1125.9.2"
+
+
+def hl7_operations(site: Site) -> list[str]:
+    return [row.operation for row in site.outbox() if row.kind == "hl7"]
+
+
+def test_a_later_mpps_does_not_reopen_a_completed_step(site: Site) -> None:
+    started(site)
+    assert site.service.n_set(MPPS_UID, completion(), "CT01") == SUCCESS
+    assert site.service.n_create(SECOND_MPPS, n_create(), "CT02") == SUCCESS
+    assert site.statuses()["SPS-1"] is SPSStatus.COMPLETED
+    assert site.service.n_set(SECOND_MPPS, discontinuation(code_item("110513")), "CT02") == (
+        SUCCESS
+    )
+    assert site.statuses()["SPS-1"] is SPSStatus.COMPLETED
+    assert hl7_operations(site) == ["IP", "CM"]  # the order heard nothing of the second MPPS
+    assert {row.status for row in site.instances()} == {"COMPLETED", "DISCONTINUED"}
+
+
+def test_a_procedure_performed_again_after_a_discontinuation_completes(site: Site) -> None:
+    started(site)
+    assert site.service.n_set(MPPS_UID, discontinuation(code_item("110513")), "CT01") == SUCCESS
+    assert site.service.n_create(SECOND_MPPS, n_create(), "CT01") == SUCCESS
+    assert site.statuses()["SPS-1"] is SPSStatus.DISCONTINUED  # not reopened by IN PROGRESS
+    assert site.service.n_set(SECOND_MPPS, completion(), "CT01") == SUCCESS
+    assert site.statuses()["SPS-1"] is SPSStatus.COMPLETED
+    assert hl7_operations(site) == ["IP", "DC", "CM"]
+
+
+def test_a_second_mpps_on_a_started_step_sends_no_second_ip(site: Site) -> None:
+    started(site)
+    assert site.service.n_create(SECOND_MPPS, n_create(), "CT02") == SUCCESS
+    assert site.statuses()["SPS-1"] is SPSStatus.STARTED
+    assert hl7_operations(site) == ["IP"]
+    assert site.service.n_set(SECOND_MPPS, completion(), "CT02") == SUCCESS
+    assert site.statuses()["SPS-1"] is SPSStatus.COMPLETED
+    assert hl7_operations(site) == ["IP", "CM"]
+
+
 def test_n_set_in_progress_forwards_but_reports_nothing(site: Site) -> None:
     started(site)
     update = Dataset()

@@ -17,6 +17,7 @@ from mpps.state import (
     MppsStatus,
     apply_set,
     create,
+    moves,
     references,
     step_status_for,
 )
@@ -518,3 +519,28 @@ def test_malformed_date_from_the_wire_is_invalid_not_a_decoding_failure() -> Non
         request = wire(n_create(PerformedProcedureStepStartDate="20241332"))
     error = refused(create, MPPS_UID, request)
     assert (error.status, error.attributes) == (INVALID, (tag("PerformedProcedureStepStartDate"),))
+
+
+@pytest.mark.parametrize(
+    ("current", "new", "expected"),
+    [
+        (SPSStatus.SCHEDULED, SPSStatus.STARTED, True),
+        (SPSStatus.ARRIVED, SPSStatus.STARTED, True),
+        (SPSStatus.STARTED, SPSStatus.STARTED, False),
+        (SPSStatus.STARTED, SPSStatus.COMPLETED, True),
+        (SPSStatus.STARTED, SPSStatus.DISCONTINUED, True),
+        (SPSStatus.STARTED, SPSStatus.SCHEDULED, True),
+        (SPSStatus.COMPLETED, SPSStatus.STARTED, False),
+        (SPSStatus.COMPLETED, SPSStatus.DISCONTINUED, False),
+        (SPSStatus.COMPLETED, SPSStatus.SCHEDULED, False),
+        (SPSStatus.COMPLETED, SPSStatus.COMPLETED, False),
+        (SPSStatus.DISCONTINUED, SPSStatus.STARTED, False),
+        (SPSStatus.DISCONTINUED, SPSStatus.COMPLETED, True),
+        (SPSStatus.CANCELED, SPSStatus.STARTED, False),
+        (SPSStatus.CANCELED, SPSStatus.COMPLETED, True),
+    ],
+)
+def test_an_mpps_moves_a_step_forward_only(
+    current: SPSStatus, new: SPSStatus, expected: bool
+) -> None:
+    assert moves(current, new) is expected
