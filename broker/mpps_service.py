@@ -114,6 +114,7 @@ def build_mpps_service(
         forwards=[forward.name for forward in config.mpps_forward],
         new_control_id=new_control_id,
         on_commit=on_commit,
+        sender=(config.hl7.application, config.hl7.facility),
     )
 
 

@@ -7,9 +7,10 @@ runs rounds until nothing is due:
 
 1. claim the due head-of-order rows of its destination (:func:`broker.store.outbox.claim_due`,
    at most :data:`BATCH` — one per order, so a batch holds no two messages of one order);
-2. render the rows that have no payload yet (HL7: :func:`mpps.report.status_message` from the
-   event, ~0.1 ms each, in the event loop) and save the bytes before the first send, so every
-   retry sends the same message and MSH-10;
+2. render the rows that have no payload yet (HL7 rows are rendered when queued, see
+   :mod:`mpps.scp`; one queued without, by an older version or because rendering failed, is
+   rendered here from its event) and save the bytes before the first send, so every retry
+   sends the same message and MSH-10;
 3. send them one by one over the destination's connection (one persistent
    :class:`hl7.client.AsyncMLLPClient`; one pynetdicom association per round for DICOM);
 4. record the outcomes in one transaction (:func:`broker.store.outbox.record`).
@@ -74,11 +75,12 @@ T = TypeVar("T")
 BATCH = 32
 """Rows per claim: small enough that the first of a round goes out after a few renders."""
 GATHER_SECONDS = 0.05
-"""How long a woken worker waits before it claims. A round costs three write transactions
-(claim, payloads, outcomes) whatever its size; while modalities report many procedures a
-second, each commit wakes the worker, and rounds of one message each took the write lock from
-the MPPS units of work and tripled the broker's CPU per procedure (docs/benchmarks.md, MPPS).
-Waiting 50 ms gathers them, well inside the second a new message has to reach the RIS."""
+"""How long a woken worker waits before it claims. A round costs two write transactions
+(claim, outcomes; a third when it renders) whatever its size; while modalities report many
+procedures a second, each commit wakes the worker, and rounds of one message each took the
+write lock from the MPPS units of work and tripled the broker's CPU per procedure
+(docs/benchmarks.md, MPPS). Waiting 50 ms gathers them, well inside the second a new message
+has to reach the RIS."""
 STOP_GRACE_SECONDS = 10.0
 
 ACK_OUTCOMES = {
@@ -202,7 +204,7 @@ class Hl7Channel:
         )
 
     async def render(self, row: Claimed) -> bytes | None:
-        """In the event loop: a status message costs ~0.1 ms (:mod:`mpps.report`)."""
+        """In the event loop: a status message costs 0.2–0.5 ms (:mod:`mpps.report`)."""
         now = datetime.now().astimezone()  # MSH-7 is local time
         return render_status(row.event, row.control_id, now, self._origin)
 

@@ -77,6 +77,9 @@ class OutboxEntry:
     control_id: str
     """MSH-10 (HL7) or a message ID reference (DICOM): fixed for every retry."""
     event: dict[str, Any] = field(default_factory=dict)
+    payload: bytes | None = None
+    """The message as it will be sent, when rendered already (HL7); None: the sender renders
+    it from ``event`` at the first attempt."""
 
 
 class Outbox(Protocol):

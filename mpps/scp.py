@@ -30,8 +30,10 @@ What goes out (``kind`` of :class:`mpps.ports.OutboxEntry`):
   for an N-SET that leaves the step IN PROGRESS, and none for a (110514, DCM) discontinuation
   when the policy reschedules (the steps go back to SCHEDULED: the procedure was never
   performed, standards.md §4.5).
-  ``event`` is :func:`status_event`; :func:`read_status_event` gives the sender back the
-  arguments of :func:`mpps.report.status_message`.
+  The message is rendered when queued (:func:`mpps.report.status_message`, ~0.3 ms; MSH-7 the
+  time of the change) and stored as the row's payload, so the sender's round is a claim, the
+  sends and their outcomes. ``event`` (:func:`status_event`) keeps what it was rendered from;
+  :func:`read_status_event` gives a sender the arguments again for a row without payload.
 - ``dicom``: per ``[[mpps_forward]]`` peer, every accepted N-CREATE and N-SET, ``order_key``
   ``mpps:<SOP Instance UID>``, ``event`` ``{"sop_instance_uid", "dataset"}`` with the request's
   attribute / modification list as received, in DICOM JSON (PS3.18 F.2).
@@ -42,6 +44,7 @@ from __future__ import annotations
 import logging
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, fields
+from datetime import datetime
 from typing import Any
 
 from pydicom import Dataset
@@ -57,7 +60,7 @@ from mpps.ports import (
     MppsUnitOfWorkFactory,
     OutboxEntry,
 )
-from mpps.report import ORDER_STATUS, MessageType, OrderContext
+from mpps.report import ORDER_STATUS, MessageType, OrderContext, status_message
 from mpps.state import MppsError, MppsStatus, apply_set, create, moves, step_status_for
 from mwl.model import OrderNumber, SPSStatus
 from mwl.ports import StoreFailure
@@ -98,6 +101,10 @@ class StatusEvent:
     version: str
 
 
+def _local_now() -> datetime:
+    return datetime.now().astimezone()  # MSH-7 is local time with its offset
+
+
 class MppsService:
     """N-CREATE and N-SET of the MPPS SOP Class (PS3.4 F.7.2), one unit of work each.
 
@@ -115,6 +122,8 @@ class MppsService:
         A fresh MSH-10 / message reference for each queued message.
     on_commit
         Called after a commit that queued messages (wakes the sender); from the DIMSE thread.
+    sender, clock
+        Our MSH-3 / MSH-4 and the MSH-7 clock of the status messages, rendered when queued.
     """
 
     def __init__(
@@ -126,6 +135,8 @@ class MppsService:
         forwards: Sequence[str] = (),
         new_control_id: Callable[[], str],
         on_commit: Callable[[], None] | None = None,
+        sender: tuple[str, str] = ("MWLBROKER", ""),
+        clock: Callable[[], datetime] = _local_now,
     ) -> None:
         self._uow_factory = uow_factory
         self._policy = policy
@@ -133,6 +144,8 @@ class MppsService:
         self._forwards = tuple(forwards)
         self._new_control_id = new_control_id
         self.on_commit = on_commit
+        self._sender = sender
+        self._clock = clock
 
     def n_create(self, sop_instance_uid: str, dataset: Dataset, calling_ae: str) -> Response:
         """Create the MPPS (PS3.4 F.7.2.1): IN PROGRESS, its steps STARTED, IP queued."""
@@ -201,18 +214,43 @@ class MppsService:
             return []
         event = ORDER_STATUS[performed.status]
         return [
-            OutboxEntry(
-                destination=destination.name,
-                kind=HL7,
-                order_key=f"order:{step.order_id}",
-                operation=event,
-                control_id=self._new_control_id(),
-                event=status_event(performed, step.order, destination),
-            )
+            self._status_entry(performed, step, destination)
             for step in one_step_per_order(steps)
             for destination in self._destinations
             if event in destination.events
         ]
+
+    def _status_entry(
+        self, performed: PerformedStep, step: LinkedStep, destination: StatusDestination
+    ) -> OutboxEntry:
+        """The entry with its message rendered now (MSH-7: the time of the change), so the
+        sender only sends it; a message that cannot be rendered is left to the sender, which
+        dead-letters it with the reason rather than refuse the modality's request."""
+        control_id = self._new_control_id()
+        application, facility = self._sender
+        try:
+            payload: bytes | None = status_message(
+                performed,
+                step.order,
+                message_type=destination.message_type,
+                version=destination.version,
+                control_id=control_id,
+                now=self._clock(),
+                application=application,
+                facility=facility,
+            )
+        except Exception:  # checked at configuration: a bug, not the modality's fault
+            log.exception("status message for %s not rendered", performed.sop_instance_uid)
+            payload = None
+        return OutboxEntry(
+            destination=destination.name,
+            kind=HL7,
+            order_key=f"order:{step.order_id}",
+            operation=ORDER_STATUS[performed.status],
+            control_id=control_id,
+            event=status_event(performed, step.order, destination),
+            payload=payload,
+        )
 
     def _forward_entries(
         self, sop_instance_uid: str, operation: str, request: Dataset

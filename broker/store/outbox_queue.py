@@ -46,6 +46,7 @@ def entry_to_columns(entry: OutboxEntry) -> dict[str, Any]:
         "operation": entry.operation,
         "control_id": entry.control_id,
         "event": json.dumps(entry.event, ensure_ascii=False, separators=(",", ":")),
+        "payload": entry.payload,
         "state": PENDING,
         "attempts": 0,
         "next_attempt_at": now,

@@ -236,6 +236,46 @@ def test_the_status_event_gives_the_sender_what_the_report_needs(site: Site) -> 
     assert b"\rORC|SC|PL-1^RIS|FL-1^PACS||IP" in message
 
 
+def test_the_status_message_is_rendered_when_queued(store: Store) -> None:
+    schedule(store)
+    moment = datetime(2026, 11, 26, 10, 30, 5).astimezone()
+    service = MppsService(
+        store.mpps_unit_of_work,
+        MppsPolicy(),
+        destinations=(RIS,),
+        new_control_id=lambda: "C42",
+        sender=("MWLBROKER", "RAD"),
+        clock=lambda: moment,
+    )
+    assert service.n_create(MPPS_UID, n_create(), "CT01") == SUCCESS
+    with Session(store.engine) as session:
+        row = session.scalars(select(OutboxRow)).one()
+    event = read_status_event(json.loads(row.event))
+    expected = status_message(
+        event.performed,
+        event.order,
+        control_id="C42",
+        now=moment,
+        application="MWLBROKER",
+        facility="RAD",
+    )
+    assert row.payload == expected
+    assert row.payload.startswith(b"MSH|^~\\&|MWLBROKER|RAD|RIS|HOSP|20261126103005||ORM^O01|C42|")
+
+
+def test_a_message_that_cannot_be_rendered_is_queued_for_the_sender(
+    store: Store, caplog: pytest.LogCaptureFixture
+) -> None:
+    schedule(store)
+    impossible = StatusDestination(name="RIS", message_type=MessageType.OMI_O23, version="2.3.1")
+    service, _ = build(store, destinations=(impossible,), forwards=())
+    assert service.n_create(MPPS_UID, n_create(), "CT01") == SUCCESS  # the modality is not refused
+    with Session(store.engine) as session:
+        row = session.scalars(select(OutboxRow)).one()
+    assert (row.operation, row.payload) == ("IP", None)  # the sender dead-letters it, with why
+    assert "not rendered" in caplog.text
+
+
 def test_the_status_event_keeps_of_the_dataset_what_the_message_shows(site: Site) -> None:
     request = n_create(ProcedureCodeSequence=[code_item("CTHEAD", "L", "CT Head")])
     started(site, request)
