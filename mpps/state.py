@@ -49,6 +49,7 @@ Choices (PS3.4 leaves them to the SCP or real modalities force them):
 from __future__ import annotations
 
 import enum
+import json
 import logging
 import re
 from collections.abc import Iterable, Mapping, Sequence
@@ -317,20 +318,9 @@ def _charset_terms(dataset: Dataset) -> list[str]:
 def _with_charset(data: DicomJson) -> DicomJson:
     """(0008,0005) for Unicode text: ISO_IR 192 if any value is not ASCII, else absent."""
     rest = {key: element for key, element in data.items() if key != CHARSET_KEY}
-    if _is_ascii(rest):
+    if json.dumps(rest, ensure_ascii=False).isascii():
         return rest
     return {CHARSET_KEY: {"vr": "CS", "Value": [UNICODE]}, **rest}
-
-
-def _is_ascii(value: object) -> bool:
-    """Whether every string in a DICOM JSON value (keys and values, nested) is ASCII."""
-    if isinstance(value, str):
-        return value.isascii()
-    if isinstance(value, dict):
-        return all(key.isascii() and _is_ascii(item) for key, item in value.items())
-    if isinstance(value, list):
-        return all(_is_ascii(item) for item in value)
-    return True  # numbers, None
 
 
 def _merge(stored: DicomJson, modification: DicomJson) -> DicomJson:
