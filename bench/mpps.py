@@ -3,7 +3,11 @@
 Starts the real broker (``mwl-broker serve`` as a subprocess, so the modality and the RIS
 never share its GIL) on a fresh SQLite file and/or PostgreSQL database, with one
 ``[[outbound]]`` RIS: the fake RIS of ``tests/fake_ris.py``, in this process, answering AA.
-Orders for every procedure go in over MLLP first (not measured). Then, for each database:
+Orders for every procedure go in over MLLP first (not measured). The modality is
+``bench/dimse_scu.py`` (``--modality pynetdicom`` for a pynetdicom SCU), its datasets built and
+encoded before the clock starts. First the same modality measures a bare pynetdicom MPPS SCP
+(``--serve-bare``, in a process of its own): the ceiling of the DICOM stack. Then, for each
+database:
 
 1. **one association**: ``--procedures`` pairs (N-CREATE IN PROGRESS, N-SET COMPLETED) back to
    back on one association: pairs/s with the store and the outbox in the path (each pair
@@ -591,7 +595,7 @@ def report(
             f"{1000 * ceiling.cpu / len(ceiling.pairs):.1f} ms of SCP CPU per pair.", "",
             f"Targets: ≥ {TARGET_PAIRS:.0f} pairs/s with the store and the outbox in the path; "
             f"CM at the RIS p99 ≤ {TARGET_P99_S:.0f} s after the N-SET response while the RIS is "
-            f"up (paced phase). parse_workers = {args.parse_workers} (HL7 rendered there), "
+            f"up (paced phase). [hl7] parse_workers = {args.parse_workers}, "
             f"outbox poll_interval = {args.poll_interval:g} s.",
             ]  # fmt: skip
     return "\n".join(body)
