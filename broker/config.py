@@ -118,8 +118,9 @@ class OutboundConfig:
     port: int
     message_type: str = "ORM^O01"
     version: str = "2.3.1"
-    events: tuple[str, ...] = ("IP", "CM", "DC")
-    """MPPS states reported: IP in progress, CM completed, DC discontinued."""
+    events: tuple[str, ...] = ("IP", "CM", "DC", "SC")
+    """ORC-5 values reported: IP in progress, CM completed, DC discontinued, SC scheduled again
+    (a 110514 discontinuation that reschedules; not sent as ORU^R01)."""
     connect_timeout: float = 10.0
     ack_timeout: float = 30.0
     enabled: bool = True
@@ -296,7 +297,8 @@ _CHECKS: dict[tuple[type[Any], str], Callable[[Any], Any]] = {
     ),
     (OutboundConfig, "version"): _matches(r"2\.[0-9](\.[0-9])?", "an HL7 version like '2.3.1'"),
     (OutboundConfig, "events"): _rule(
-        lambda v: bool(v) and set(v) <= {"IP", "CM", "DC"}, "a non-empty list of IP, CM, DC"
+        lambda v: bool(v) and set(v) <= {"IP", "CM", "DC", "SC"},
+        "a non-empty list of IP, CM, DC, SC",
     ),
     (OutboundConfig, "connect_timeout"): _POSITIVE,
     (OutboundConfig, "ack_timeout"): _POSITIVE,

@@ -171,6 +171,7 @@ def render_status(event: dict[str, Any], control_id: str, now: datetime, origin:
         now=now,
         application=application,
         facility=facility,
+        order_status=status.order_status,
     )
 
 

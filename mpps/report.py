@@ -23,7 +23,8 @@ Field mapping (standards.md §1.2 read backwards, §2.3 for the status):
   ^**Prefix**, the inverse of standards.md §1.3 (the alphabetic group only).
 - PV1-2 ``U`` (patient class unknown: PV1-2 is required once PV1 is sent).
 - ORC-1 ``SC``; ORC-2 / ORC-3 placer / filler order number (EI ``number^namespace``); ORC-5
-  from :data:`ORDER_STATUS`: IN PROGRESS → IP, COMPLETED → CM, DISCONTINUED → DC.
+  from :data:`ORDER_STATUS`: IN PROGRESS → IP, COMPLETED → CM, DISCONTINUED → DC; SC
+  (:data:`RESCHEDULED`) for a step put back to SCHEDULED after its IP went out.
 - TQ1-7 and OBR-7 PPS Start Date+Time (0040,0244)+(0040,0245); OBR-8 PPS End Date+Time.
 - OBR-2/3 as ORC-2/3; OBR-4 the first item of Procedure Code Sequence (0008,1032) as CE
   ``value^meaning^scheme`` when the modality sent one; OBR-18 Accession Number; OBR-19 Requested
@@ -49,9 +50,11 @@ sequence alone (the text ``A\\F\\B`` would go out unchanged and read back as ``A
 Control characters (line breaks, MLLP framing bytes) become spaces first: no field sent here is
 multi-line text, and hl7apy re-escapes the ``\\.br\\`` and ``\\Xhh\\`` written for them.
 
-A 110514 "Incorrect worklist entry selected" discontinuation is reported as DC like any other:
-whether to send anything (the step goes back to SCHEDULED, see
-:func:`mpps.state.step_status_for`) is the caller's decision.
+A 110514 "Incorrect worklist entry selected" discontinuation is reported as DC like any other,
+unless the caller passes ``order_status``: when the step goes back to SCHEDULED
+(:func:`mpps.state.step_status_for`) the service sends ORC-5 SC, so that a RIS that got IP
+does not keep the order in process (:mod:`mpps.scp`). ORU^R01, a results message, reports no
+rescheduling.
 
 Characters the order's character set cannot encode become ``?`` (as in the ACK); MSH-18 stays
 the order's value, which the RIS declared it reads.
@@ -173,6 +176,10 @@ ORDER_STATUS: Mapping[PPSStatus, str] = MappingProxyType(
 )
 """ORC-5 Order Status (HL7 Table 0038) per PPS status (standards.md §2.3)."""
 
+RESCHEDULED = "SC"
+"""ORC-5 "in process, scheduled" (HL7 Table 0038): the step is to be performed again, after a
+(110514, DCM) "Incorrect worklist entry selected" discontinuation (standards.md §4.5)."""
+
 RESULT_STATUS: Mapping[PPSStatus, str] = MappingProxyType(
     {PPSStatus.IN_PROGRESS: "I", PPSStatus.COMPLETED: "R", PPSStatus.DISCONTINUED: "X"}
 )
@@ -219,6 +226,8 @@ class _Facts:
     now: datetime
     application: str
     facility: str
+    order_status: str
+    """ORC-5."""
 
 
 def supports(message_type: MessageType, version: str) -> bool:
@@ -258,6 +267,7 @@ def status_message(
     now: datetime,
     application: str = "MWLBROKER",
     facility: str = "",
+    order_status: str = "",
 ) -> bytes:
     """The HL7 status message for ``performed`` (standards.md §2.3; mapping in the module doc).
 
@@ -273,6 +283,9 @@ def status_message(
         MSH-10 and MSH-7.
     application, facility
         Our MSH-3 / MSH-4.
+    order_status
+        ORC-5 when it is not the PPS status's (:data:`ORDER_STATUS`): :data:`RESCHEDULED` for a
+        step put back to SCHEDULED after its IP went out.
 
     Returns
     -------
@@ -295,6 +308,7 @@ def status_message(
         now=now,
         application=application,
         facility=facility,
+        order_status=order_status,
     )
     er7 = _er7(facts)
     logger.debug("%s status %s for %s", message_type, performed.status, performed.sop_instance_uid)
@@ -311,6 +325,7 @@ def _facts(
     now: datetime,
     application: str,
     facility: str,
+    order_status: str = "",
 ) -> _Facts:
     """The arguments of :func:`status_message` with the matching (0040,0270) item."""
     return _Facts(
@@ -323,6 +338,7 @@ def _facts(
         now=now,
         application=application,
         facility=facility,
+        order_status=order_status or ORDER_STATUS[performed.status],
     )
 
 
@@ -375,7 +391,7 @@ def _orc(facts: _Facts) -> Fields:
         1: "SC",
         2: _ei(_placer(facts)),
         3: _ei(_filler(facts)),
-        5: ORDER_STATUS[facts.performed.status],
+        5: facts.order_status,
     }
 
 

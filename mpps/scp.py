@@ -26,10 +26,11 @@ What goes out (``kind`` of :class:`mpps.ports.OutboxEntry`):
 - ``hl7``: per enabled ``[[outbound]]`` destination whose ``events`` include the new state
   (IP for N-CREATE, CM / DC for the final N-SET), one message per linked order whose step the
   request moved (:func:`mpps.state.moves`: a step another MPPS finished stays as it is, and
-  its order hears nothing), ``order_key`` ``order:<id>``. None for an unscheduled MPPS, none
-  for an N-SET that leaves the step IN PROGRESS, and none for a (110514, DCM) discontinuation
-  when the policy reschedules (the steps go back to SCHEDULED: the procedure was never
-  performed, standards.md §4.5).
+  its order hears nothing), ``order_key`` ``order:<id>``. None for an unscheduled MPPS and
+  none for an N-SET that leaves the step IN PROGRESS. A (110514, DCM) discontinuation, when
+  the policy reschedules, puts the steps back to SCHEDULED (the procedure was never performed,
+  standards.md §4.5) and sends ORC-5 SC, "in process, scheduled", where IP went out, so the RIS
+  does not keep the order in process (not to ORU^R01 receivers: no result to report).
   The message is rendered when queued (:func:`mpps.report.status_message`, ~0.3 ms; MSH-7 the
   time of the change) and stored as the row's payload, so the sender's round is a claim, the
   sends and their outcomes. ``event`` (:func:`status_event`) keeps what it was rendered from;
@@ -60,7 +61,7 @@ from mpps.ports import (
     MppsUnitOfWorkFactory,
     OutboxEntry,
 )
-from mpps.report import ORDER_STATUS, MessageType, OrderContext, status_message
+from mpps.report import ORDER_STATUS, RESCHEDULED, MessageType, OrderContext, status_message
 from mpps.state import MppsError, MppsStatus, apply_set, create, moves, step_status_for
 from mwl.model import OrderNumber, SPSStatus
 from mwl.ports import StoreFailure
@@ -87,8 +88,9 @@ class StatusDestination:
     name: str
     message_type: MessageType = MessageType.ORM_O01
     version: str = "2.3.1"
-    events: tuple[str, ...] = ("IP", "CM", "DC")
-    """ORC-5 values reported: IP in progress, CM completed, DC discontinued."""
+    events: tuple[str, ...] = ("IP", "CM", "DC", "SC")
+    """ORC-5 values reported: IP in progress, CM completed, DC discontinued, SC scheduled again
+    (after a (110514, DCM) discontinuation, when the policy reschedules)."""
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
@@ -99,6 +101,8 @@ class StatusEvent:
     order: OrderContext
     message_type: MessageType
     version: str
+    order_status: str = ""
+    """ORC-5 when not the PPS status's (:data:`mpps.report.RESCHEDULED`)."""
 
 
 def _local_now() -> datetime:
@@ -210,18 +214,22 @@ class MppsService:
     def _status_entries(
         self, performed: PerformedStep, steps: Sequence[LinkedStep], status: SPSStatus
     ) -> list[OutboxEntry]:
-        if status is SPSStatus.SCHEDULED:  # rescheduled: nothing was performed (§4.5)
-            return []
-        event = ORDER_STATUS[performed.status]
+        rescheduled = status is SPSStatus.SCHEDULED  # nothing was performed (§4.5)
+        event = RESCHEDULED if rescheduled else ORDER_STATUS[performed.status]
         return [
-            self._status_entry(performed, step, destination)
+            self._status_entry(performed, step, destination, RESCHEDULED if rescheduled else "")
             for step in one_step_per_order(steps)
             for destination in self._destinations
             if event in destination.events
+            and not (rescheduled and destination.message_type is MessageType.ORU_R01)
         ]
 
     def _status_entry(
-        self, performed: PerformedStep, step: LinkedStep, destination: StatusDestination
+        self,
+        performed: PerformedStep,
+        step: LinkedStep,
+        destination: StatusDestination,
+        order_status: str,
     ) -> OutboxEntry:
         """The entry with its message rendered now (MSH-7: the time of the change), so the
         sender only sends it; a message that cannot be rendered is left to the sender, which
@@ -238,6 +246,7 @@ class MppsService:
                 now=self._clock(),
                 application=application,
                 facility=facility,
+                order_status=order_status,
             )
         except Exception:  # checked at configuration: a bug, not the modality's fault
             log.exception("status message for %s not rendered", performed.sop_instance_uid)
@@ -246,9 +255,9 @@ class MppsService:
             destination=destination.name,
             kind=HL7,
             order_key=f"order:{step.order_id}",
-            operation=ORDER_STATUS[performed.status],
+            operation=order_status or ORDER_STATUS[performed.status],
             control_id=control_id,
-            event=status_event(performed, step.order, destination),
+            event=status_event(performed, step.order, destination, order_status),
             payload=payload,
         )
 
@@ -322,7 +331,10 @@ def error_dataset(error: MppsError) -> Dataset:
 
 
 def status_event(
-    performed: PerformedStep, order: OrderContext, destination: StatusDestination
+    performed: PerformedStep,
+    order: OrderContext,
+    destination: StatusDestination,
+    order_status: str = "",
 ) -> dict[str, Any]:
     """The ``event`` of an ``hl7`` outbox entry: JSON values only.
 
@@ -350,6 +362,7 @@ def status_event(
         },
         "message_type": destination.message_type.value,
         "version": destination.version,
+        "order_status": order_status,
     }
 
 
@@ -382,6 +395,7 @@ def read_status_event(event: Mapping[str, Any]) -> StatusEvent:
         ),
         message_type=MessageType(event["message_type"]),
         version=str(event["version"]),
+        order_status=str(event.get("order_status", "")),
     )
 
 

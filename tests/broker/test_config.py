@@ -103,7 +103,7 @@ def test_the_readme_example_loads_verbatim(tmp_path: Path) -> None:
     assert config.source == tmp_path / "mwl-broker.toml"
     assert config.hl7.port == 2575
     assert config.outbound == (OutboundConfig(name="ris", host="127.0.0.1", port=2576),)
-    assert config.outbound[0].events == ("IP", "CM", "DC")
+    assert config.outbound[0].events == ("IP", "CM", "DC", "SC")
     assert config.outbound[0].message_type == "ORM^O01"
 
 

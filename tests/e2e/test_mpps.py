@@ -152,4 +152,4 @@ def test_incorrect_worklist_entry_offers_the_step_again(site: Site) -> None:
     assert site.set(uid, wrong_entry).Status == 0x0000
     assert status_of(site, "MPPSACC2") == "SCHEDULED"
     operations = [(row.kind, row.operation) for row in outbox(site) if uid in row.event]
-    assert operations == [("hl7", "IP"), ("dicom", "N-CREATE"), ("dicom", "N-SET")]
+    assert operations == [("hl7", "IP"), ("dicom", "N-CREATE"), ("hl7", "SC"), ("dicom", "N-SET")]

@@ -16,6 +16,7 @@ from hl7.codec import Message, Segment, decode
 from mpps.model import PerformedStep, StepReference
 from mpps.report import (
     FIRST_VERSION,
+    RESCHEDULED,
     MessageType,
     OrderContext,
     _facts,
@@ -305,6 +306,39 @@ def test_incorrect_worklist_entry_is_reported_as_dc() -> None:
     """Whether to send it at all is the caller's decision (mpps.report docstring)."""
     message = decode(build(discontinued(code_item("110514"))))
     assert segment_value(message, "ORC", 5) == "DC"
+
+
+@pytest.mark.parametrize(
+    ("message_type", "version"),
+    [(MessageType.ORM_O01, "2.3.1"), (MessageType.OMG_O19, "2.5.1"), (MessageType.OMI_O23, "2.5")],
+)
+def test_a_rescheduled_step_is_reported_as_sc(message_type: MessageType, version: str) -> None:
+    step = discontinued(code_item("110514"))
+    raw = status_message(
+        step,
+        LATIN_1_ORDER,
+        message_type=message_type,
+        version=version,
+        control_id="MPPS-1",
+        now=NOW,
+        order_status=RESCHEDULED,
+    )
+    message = decode(raw)
+    assert (segment_value(message, "ORC", 1), segment_value(message, "ORC", 5)) == ("SC", "SC")
+    expected = _hl7apy_message(
+        _facts(
+            step,
+            LATIN_1_ORDER,
+            message_type=message_type,
+            version=version,
+            control_id="MPPS-1",
+            now=NOW,
+            application="MWLBROKER",
+            facility="",
+            order_status=RESCHEDULED,
+        )
+    )
+    assert raw == expected.encode(python_codec(LATIN_1_ORDER.hl7_charset), errors="replace")
 
 
 SUPPORT = [

@@ -505,11 +505,36 @@ def test_n_set_discontinued_queues_dc(site: Site) -> None:
     assert kinds(site.outbox())[2][3] == "DC"
 
 
-def test_incorrect_worklist_entry_reschedules_and_reports_nothing(site: Site) -> None:
+def test_incorrect_worklist_entry_reschedules_and_reports_sc(site: Site) -> None:
     started(site)
     assert site.service.n_set(MPPS_UID, discontinuation(code_item("110514")), "CT01") == SUCCESS
     assert site.statuses()["SPS-1"] is SPSStatus.SCHEDULED
-    assert kinds(site.outbox())[2:] == [("dicom", "PACS", f"mpps:{MPPS_UID}", "N-SET")]
+    key = f"order:{site.orders['ACC-1']}"
+    assert kinds(site.outbox())[2:] == [
+        ("hl7", "RIS", key, "SC"),
+        ("dicom", "PACS", f"mpps:{MPPS_UID}", "N-SET"),
+    ]
+    row = site.outbox()[2]
+    assert row.payload is not None and b"\rORC|SC|PL-1^RIS|FL-1^PACS||SC\r" in row.payload
+    event = read_status_event(json.loads(row.event))
+    assert event.order_status == "SC"  # what the sender renders a row without payload from
+
+
+def test_a_rescheduling_goes_to_no_oru_receiver_nor_one_without_sc(store: Store) -> None:
+    schedule(store)
+    results = StatusDestination(name="RESULTS", message_type=MessageType.ORU_R01)
+    quiet = StatusDestination(name="QUIET", events=("IP", "CM", "DC"))
+    service, _ = build(store, destinations=(RIS, results, quiet), forwards=())
+    assert service.n_create(MPPS_UID, n_create(), "CT01") == SUCCESS
+    assert service.n_set(MPPS_UID, discontinuation(code_item("110514")), "CT01") == SUCCESS
+    with Session(store.engine) as session:
+        rows = session.scalars(select(OutboxRow).order_by(OutboxRow.id)).all()
+    assert [(row.destination, row.operation) for row in rows] == [
+        ("RIS", "IP"),
+        ("RESULTS", "IP"),
+        ("QUIET", "IP"),
+        ("RIS", "SC"),
+    ]
 
 
 def test_incorrect_worklist_entry_without_rescheduling_is_an_ordinary_dc(store: Store) -> None:
