@@ -102,7 +102,8 @@ class StatusEvent:
     message_type: MessageType
     version: str
     order_status: str = ""
-    """ORC-5 when not the PPS status's (:data:`mpps.report.RESCHEDULED`)."""
+    """ORC-5 (IP, CM, DC, or :data:`mpps.report.RESCHEDULED`); empty in the events of older
+    rows: the PPS status's."""
 
 
 def _local_now() -> datetime:
@@ -215,12 +216,12 @@ class MppsService:
         self, performed: PerformedStep, steps: Sequence[LinkedStep], status: SPSStatus
     ) -> list[OutboxEntry]:
         rescheduled = status is SPSStatus.SCHEDULED  # nothing was performed (§4.5)
-        event = RESCHEDULED if rescheduled else ORDER_STATUS[performed.status]
+        order_status = RESCHEDULED if rescheduled else ORDER_STATUS[performed.status]
         return [
-            self._status_entry(performed, step, destination, RESCHEDULED if rescheduled else "")
+            self._status_entry(performed, step, destination, order_status)
             for step in one_step_per_order(steps)
             for destination in self._destinations
-            if event in destination.events
+            if order_status in destination.events
             and not (rescheduled and destination.message_type is MessageType.ORU_R01)
         ]
 
@@ -231,9 +232,9 @@ class MppsService:
         destination: StatusDestination,
         order_status: str,
     ) -> OutboxEntry:
-        """The entry with its message rendered now (MSH-7: the time of the change), so the
-        sender only sends it; a message that cannot be rendered is left to the sender, which
-        dead-letters it with the reason rather than refuse the modality's request."""
+        """The entry for ORC-5 ``order_status``, its message rendered now (MSH-7: the time of
+        the change), so the sender only sends it; a message that cannot be rendered is left to
+        the sender, which dead-letters it with the reason rather than refuse the modality."""
         control_id = self._new_control_id()
         application, facility = self._sender
         try:
@@ -255,7 +256,7 @@ class MppsService:
             destination=destination.name,
             kind=HL7,
             order_key=f"order:{step.order_id}",
-            operation=order_status or ORDER_STATUS[performed.status],
+            operation=order_status,
             control_id=control_id,
             event=status_event(performed, step.order, destination, order_status),
             payload=payload,
