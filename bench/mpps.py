@@ -482,6 +482,8 @@ def serve_bare() -> int:
     def set_(event: Event) -> tuple[int, None]:
         return (0x0000 if len(event.modification_list) else 0x0120), None
 
+    stop = {signal.SIGTERM, signal.SIGINT}
+    signal.pthread_sigmask(signal.SIG_BLOCK, stop)  # before pynetdicom's threads inherit it
     ae = AE(ae_title="MWLBROKER")
     ae.add_supported_context(MPPS)
     handlers: list[EventHandlerType] = [(evt.EVT_N_CREATE, created), (evt.EVT_N_SET, set_),
@@ -489,7 +491,7 @@ def serve_bare() -> int:
     server = ae.start_server(("127.0.0.1", 0), block=False, evt_handlers=handlers)
     assert server is not None and server.socket is not None
     print(server.socket.getsockname()[1], flush=True)
-    signal.sigwait({signal.SIGTERM, signal.SIGINT})
+    signal.sigwait(stop)
     server.shutdown()
     return 0
 
@@ -497,11 +499,7 @@ def serve_bare() -> int:
 def bare_ceiling(args: argparse.Namespace) -> Phase:
     """Pairs/s of the same modality against :func:`serve_bare` in a process of its own."""
     command = [sys.executable, str(Path(__file__).resolve()), "--serve-bare"]
-    signal.pthread_sigmask(signal.SIG_BLOCK, {signal.SIGTERM, signal.SIGINT})
-    try:
-        process = subprocess.Popen(command, stdout=subprocess.PIPE, cwd=ROOT)
-    finally:
-        signal.pthread_sigmask(signal.SIG_UNBLOCK, {signal.SIGTERM, signal.SIGINT})
+    process = subprocess.Popen(command, stdout=subprocess.PIPE, cwd=ROOT)
     try:
         assert process.stdout is not None
         modality = MODALITY_KINDS[args.modality](int(process.stdout.readline()))
