@@ -71,6 +71,7 @@ from sqlalchemy.engine import make_url
 _HERE = Path(__file__).resolve().parent
 sys.path[:] = [str(_HERE.parent), *(p for p in sys.path if Path(p or ".").resolve() != _HERE)]
 
+from bench.harness import DOC, write_results  # noqa: E402
 from broker.app import Broker  # noqa: E402
 from broker.config import (  # noqa: E402
     Config,
@@ -84,8 +85,6 @@ from broker.store import Store, migrate  # noqa: E402
 from broker.store.bulk import bulk_load_steps  # noqa: E402
 
 ROOT = Path(__file__).resolve().parent.parent
-DOC = ROOT / "docs" / "benchmarks.md"
-BEGIN, END = "<!-- cfind:results:begin -->", "<!-- cfind:results:end -->"
 MWL_FIND = UID("1.2.840.10008.5.1.4.31")
 BROKER_AE, DCMTK_AE = "MWLBROKER", "OFFIS"
 STATIONS = tuple(f"ST{n:02d}" for n in range(10))
@@ -796,17 +795,6 @@ def report(results: Sequence[SizeResult], args: argparse.Namespace, argv: Sequen
     return "\n".join(lines)
 
 
-def write_doc(text: str) -> None:
-    """Replace the results block of the "C-FIND" section (add the section when missing)."""
-    section = f"{BEGIN}\n{text}\n{END}"
-    current = DOC.read_text() if DOC.exists() else "# Benchmarks\n"
-    if BEGIN in current and END in current:
-        head, rest = current.split(BEGIN, 1)
-        DOC.write_text(head + section + rest.split(END, 1)[1])
-    else:
-        DOC.write_text(current.rstrip("\n") + f"\n\n## C-FIND\n\n{section}\n")
-
-
 # --- main ------------------------------------------------------------------------------------
 
 
@@ -887,7 +875,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     text = report(results, args, argv)
     print("\n" + text)
     if args.write:
-        write_doc(text)
+        write_results("cfind", "C-FIND", text)
         print(f"\nwritten to {DOC}")
     return 0
 

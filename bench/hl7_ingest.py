@@ -48,14 +48,16 @@ from pathlib import Path
 from typing import Any
 
 # Run as a script, bench/ comes first on sys.path: the other scripts in it (bench/mpps.py) must
-# not shadow the project's packages.
+# not shadow the project's packages; the repository root gives the ``bench`` package.
 if str(Path(__file__).resolve().parent) in sys.path:
     sys.path.remove(str(Path(__file__).resolve().parent))
+sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 import psycopg
 from sqlalchemy import func, select
 from sqlalchemy.engine import URL, make_url
 
+from bench.harness import DOC, stop_broker, write_results
 from broker.config import DatabaseConfig
 from broker.store import Store
 from broker.store.schema import JournalRow, ScheduledStep
@@ -63,8 +65,6 @@ from hl7.ack import read_ack
 from hl7.client import AsyncMLLPClient
 
 ROOT = Path(__file__).resolve().parent.parent
-DOC = ROOT / "docs" / "benchmarks.md"
-BEGIN, END = "<!-- hl7_ingest:results:begin -->", "<!-- hl7_ingest:results:end -->"
 LISTENING = re.compile(r"HL7 MLLP listener on [^\s:]+:(\d+)")
 WARMUP_PER_CONNECTION = 10
 TARGET_RATE, TARGET_P99_MS = 300.0, 50.0
@@ -210,17 +210,6 @@ def start_server(setup: Setup, log_level: str) -> Server:
         time.sleep(0.05)
     process.kill()
     raise SystemExit(f"the broker did not start (exit {process.wait()}):\n{log.read_text()}")
-
-
-def stop_server(server: Server) -> None:
-    server.process.send_signal(signal.SIGTERM)
-    try:
-        code = server.process.wait(timeout=30)
-    except subprocess.TimeoutExpired:
-        server.process.kill()
-        code = server.process.wait()
-    if code != 0:
-        print(f"  warning: broker exited {code}; log in {server.log}", file=sys.stderr)
 
 
 # --- server CPU from /proc -------------------------------------------------------------------
@@ -516,7 +505,7 @@ def run_one(args: argparse.Namespace, database: str, parse_workers: int) -> Resu
                 print("broker log (end):", *tail, sep="\n  ", file=sys.stderr)
                 raise
             finally:
-                stop_server(server)
+                stop_broker(server.process, server.log)
             failures = [f for phase in (warm, full, paced) for f in phase.failures()]
             expected = len(warm.orders) + len(full.orders) + len(paced.orders)
             result = Result(database, parse_workers, full, paced, expected,
@@ -629,19 +618,6 @@ def report(results: Sequence[Result], args: argparse.Namespace, argv: Sequence[s
     return "\n".join(lines)
 
 
-def write_doc(text: str) -> None:
-    section = f"{BEGIN}\n{text}\n{END}"
-    if not DOC.exists():
-        DOC.write_text(f"# Benchmarks\n\n## HL7 order intake\n\n{section}\n")
-        return
-    current = DOC.read_text()
-    if BEGIN in current and END in current:
-        head, rest = current.split(BEGIN, 1)
-        DOC.write_text(head + section + rest.split(END, 1)[1])
-    else:
-        DOC.write_text(current.rstrip("\n") + f"\n\n## HL7 order intake\n\n{section}\n")
-
-
 def parse_args(argv: Sequence[str]) -> argparse.Namespace:
     parser = argparse.ArgumentParser(
         prog="python bench/hl7_ingest.py",
@@ -707,7 +683,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     text = report(results, args, argv)
     print("\n" + text)
     if args.write:
-        write_doc(text)
+        write_results("hl7_ingest", "HL7 order intake", text)
         print(f"\nwritten to {DOC}")
     return 0 if all(r.ok for r in results) else 1
 

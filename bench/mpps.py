@@ -59,6 +59,7 @@ ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
 from bench.dimse_scu import DimseAssociation, encode_dataset  # noqa: E402
+from bench.harness import stop_broker, write_results  # noqa: E402
 from broker.dicom import set_no_delay  # noqa: E402
 from broker.mpps_service import MODALITY_PERFORMED_PROCEDURE_STEP as MPPS  # noqa: E402
 from hl7.ack import read_ack  # noqa: E402
@@ -66,8 +67,6 @@ from hl7.client import AsyncMLLPClient  # noqa: E402
 from tests.fake_ris import FakeRIS, Received  # noqa: E402
 from tests.mpps.datasets import completion, n_create, step_item  # noqa: E402
 
-DOC = ROOT / "docs" / "benchmarks.md"
-BEGIN, END = "<!-- mpps:results:begin -->", "<!-- mpps:results:end -->"
 HL7_PORT = re.compile(r"HL7 MLLP listener on [^\s:]+:(\d+)")
 DICOM_PORT = re.compile(r"DICOM listener on [^\s:]+:(\d+)")
 TARGET_PAIRS, TARGET_P99_S = 100.0, 1.0
@@ -270,17 +269,6 @@ def start_server(config: Path) -> Server:
     raise SystemExit(f"the broker did not start (exit {process.wait()}):\n{log.read_text()}")
 
 
-def stop_server(server: Server) -> None:
-    server.process.send_signal(signal.SIGTERM)
-    try:
-        code = server.process.wait(timeout=60)
-    except subprocess.TimeoutExpired:
-        server.process.kill()
-        code = server.process.wait()
-    if code != 0:
-        print(f"  warning: broker exited {code}; log in {server.log}", file=sys.stderr)
-
-
 def machine_cpu() -> float:
     """CPU seconds every process on the machine used so far (/proc/stat)."""
     fields = Path("/proc/stat").read_text().split("\n", 1)[0].split()[1:]
@@ -443,7 +431,7 @@ def run_one(args: argparse.Namespace, database: str) -> Result:
             print("broker log (last lines):", *tail, sep="\n", file=sys.stderr)
             raise
         finally:
-            stop_server(server)
+            stop_broker(server.process, server.log)
             if drop:
                 drop_postgres(args.pg_url, drop)
 
@@ -599,15 +587,6 @@ def report(
     return "\n".join(body)
 
 
-def write_doc(text: str) -> None:
-    doc = DOC.read_text(encoding="utf-8")
-    if BEGIN not in doc:
-        raise SystemExit(f"{DOC} has no {BEGIN} … {END} block")
-    head, rest = doc.split(BEGIN, 1)
-    _, tail = rest.split(END, 1)
-    DOC.write_text(f"{head}{BEGIN}\n{text}\n{END}{tail}", encoding="utf-8")
-
-
 MODALITY_KINDS: dict[str, type[FastModality] | type[PynetdicomModality]] = {
     "fast": FastModality,
     "pynetdicom": PynetdicomModality,
@@ -650,7 +629,7 @@ def main(argv: Sequence[str]) -> int:
     text = report(results, ceiling, args, argv)
     print(text)
     if args.write:
-        write_doc(text)
+        write_results("mpps", "MPPS", text)
     return 0 if all(r.check.startswith("ok") for r in results) else 1
 
 
