@@ -60,8 +60,8 @@ sys.path.insert(0, str(ROOT))
 
 from bench.dimse_scu import DimseAssociation, encode_dataset  # noqa: E402
 from bench.harness import stop_broker, write_results  # noqa: E402
-from broker.dicom import set_no_delay  # noqa: E402
 from broker.mpps_service import MODALITY_PERFORMED_PROCEDURE_STEP as MPPS  # noqa: E402
+from broker.outbound import no_delay_on_open  # noqa: E402
 from hl7.ack import read_ack  # noqa: E402
 from hl7.client import AsyncMLLPClient  # noqa: E402
 from tests.fake_ris import FakeRIS, Received  # noqa: E402
@@ -198,7 +198,7 @@ class PynetdicomModality:
 
     def report(self, work: Sequence[Work], run: str) -> list[Pair]:
         assoc = self.ae.associate("127.0.0.1", self.port, ae_title="MWLBROKER",
-                                  evt_handlers=[(evt.EVT_CONN_OPEN, set_no_delay)])  # fmt: skip
+                                  evt_handlers=[(evt.EVT_CONN_OPEN, no_delay_on_open)])  # fmt: skip
         if not assoc.is_established:
             raise SystemExit("association refused")
         try:
@@ -475,7 +475,7 @@ def serve_bare() -> int:
     ae = AE(ae_title="MWLBROKER")
     ae.add_supported_context(MPPS)
     handlers: list[EventHandlerType] = [(evt.EVT_N_CREATE, created), (evt.EVT_N_SET, set_),
-                                        (evt.EVT_CONN_OPEN, set_no_delay)]  # fmt: skip
+                                        (evt.EVT_CONN_OPEN, no_delay_on_open)]  # fmt: skip
     server = ae.start_server(("127.0.0.1", 0), block=False, evt_handlers=handlers)
     assert server is not None and server.socket is not None
     print(server.socket.getsockname()[1], flush=True)

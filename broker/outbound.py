@@ -54,8 +54,9 @@ from datetime import UTC, datetime, timedelta
 from typing import Any, Protocol, TypeVar
 
 from pydicom import Dataset
-from pynetdicom import AE, evt
+from pynetdicom import AE, _config, evt
 from pynetdicom.association import Association
+from pynetdicom.events import Event
 
 from broker.config import Config, ForwardConfig, OutboundConfig, OutboxConfig
 from broker.dicom import set_no_delay
@@ -251,6 +252,7 @@ class DicomChannel:
     (pynetdicom blocks: every call runs in a thread)."""
 
     def __init__(self, config: ForwardConfig, *, calling_ae: str, timeout: float = 30.0) -> None:
+        quiet_pynetdicom()
         self.name = config.name
         self.attempt_timeout = 3 * timeout  # associate + request + release
         self._config = config
@@ -313,7 +315,7 @@ class DicomChannel:
             peer.host,
             peer.port,
             ae_title=peer.ae_title,
-            evt_handlers=[(evt.EVT_CONN_OPEN, set_no_delay)],
+            evt_handlers=[(evt.EVT_CONN_OPEN, no_delay_on_open)],
         )
         self._association = association if association.is_established else None
         return self._association
@@ -322,6 +324,23 @@ class DicomChannel:
         association, self._association = self._association, None
         if association is not None and association.is_established:
             association.release()
+
+
+def quiet_pynetdicom() -> None:
+    """No patient data in pynetdicom's logs (it logs request and response identifiers by
+    default), and no INFO line per message."""
+    _config.LOG_REQUEST_IDENTIFIERS = False
+    _config.LOG_RESPONSE_IDENTIFIERS = False
+    logging.getLogger("pynetdicom").setLevel(logging.WARNING)
+
+
+def no_delay_on_open(event: Event) -> None:
+    """pynetdicom's ``EVT_CONN_OPEN``: ``TCP_NODELAY`` on the association's socket (pynetdicom
+    has no option for it; Nagle's algorithm and the peer's delayed ACK add ~40 ms to each small
+    DIMSE exchange, pitfalls.md)."""
+    transport = event.assoc.dul.socket
+    if transport is not None and transport.socket is not None:
+        set_no_delay(transport.socket)
 
 
 def _listening(host: str, port: int, timeout: float | None) -> bool:

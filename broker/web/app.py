@@ -9,7 +9,7 @@ from fastapi import FastAPI
 from fastapi.staticfiles import StaticFiles
 
 from broker.web import api_messages, api_ops, api_worklist, console, console_messages, errors
-from broker.web.cfind import CFindLog, association_server
+from broker.web.cfind import CFindLog
 from broker.web.console_pages import STATIC, render_error, templates
 from broker.web.context import Services, WebContext
 from broker.web.manual import Identity, ManualEntries
@@ -54,11 +54,8 @@ def _services(context: WebContext) -> Services:
     intake = Intake(config.mapping)
     processor = InboundProcessor(context.store.unit_of_work, intake, identity, context.clock)
     cfind = CFindLog(registry, config.worklist, clock=context.clock)
-    server = association_server(context.dicom)
-    if server is not None:
-        cfind.attach(server)
-    elif context.dicom is not None:
-        log.warning("C-FIND log not attached: the DICOM listener is not running")
+    if context.dicom is not None:
+        cfind.attach(context.dicom)
     registry.register(BrokerCollector(context.store, context.mllp, context.dicom, context.clock))
     manual = ManualEntries(
         context.store, processor, config.mapping,

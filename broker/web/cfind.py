@@ -7,11 +7,9 @@ request identifier as received (encoded bytes), the final status and the seconds
 same observations feed ``mwl_cfind_requests_total{status}`` and ``mwl_cfind_duration_seconds``
 in the application's own registry.
 
-It listens to pynetdicom's notification events, bound to the running association server with
-pynetdicom's public ``AssociationServer.bind``: ``EVT_DIMSE_RECV`` (a C-FIND-RQ arrived: the
-clock starts, the identifier bytes are kept) and ``EVT_DIMSE_SENT`` (a final C-FIND-RSP: the
-clock stops). The C-FIND handler (``broker.dicom``) is untouched; its Pending responses may
-bypass pynetdicom's DIMSE layer, so they are not observed. Instead, "which query returned this
+It observes the DICOM listener (:meth:`broker.dicom.DicomServer.observe_finds`): each C-FIND
+request as it arrives (the clock starts, the identifier bytes are kept) and its final status
+(the clock stops). Pending responses are not observed. Instead, "which query returned this
 step" is decided when a timeline asks: the remembered identifier is parsed by the real parser
 (:func:`mwl.query.identifier_to_request`, caller defaults applied as of the request's time)
 and matched against the step in memory (:mod:`broker.web.matching`). That tells whether the
@@ -32,8 +30,7 @@ from io import BytesIO
 from typing import Any
 
 from prometheus_client import CollectorRegistry, Counter, Histogram
-from pynetdicom import evt
-from pynetdicom.dimse_messages import C_FIND_RQ, C_FIND_RSP
+from pydicom.uid import UID
 from pynetdicom.dsutils import decode
 
 from broker.web.matching import ItemKeys, matches
@@ -45,7 +42,6 @@ log = logging.getLogger(__name__)
 
 REQUESTS = 1000
 _OPEN_LIMIT = 1000
-_PENDING = frozenset({0xFF00, 0xFF01})
 _BUCKETS = (0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0)
 
 
@@ -115,36 +111,25 @@ class CFindLog:
             buckets=_BUCKETS, registry=registry,
         )  # fmt: skip
 
-    def attach(self, server: Any) -> None:
-        """Bind to a running pynetdicom ``AssociationServer`` (its public ``bind``)."""
-        server.bind(evt.EVT_DIMSE_RECV, self.on_received)
-        server.bind(evt.EVT_DIMSE_SENT, self.on_sent)
+    def attach(self, listener: Any) -> None:
+        """Observe the C-FIND requests of a running :class:`broker.dicom.DicomServer`."""
+        listener.observe_finds(self)
         self.attached = True
 
-    def on_received(self, event: Any) -> None:
-        """``EVT_DIMSE_RECV``: a C-FIND-RQ starts the clock; its identifier is kept."""
-        message = event.message
-        if not isinstance(message, C_FIND_RQ):
-            return
-        key = (id(event.assoc), int(message.command_set.MessageID))
-        implicit, little = _encoding(event.assoc, message.context_id)
-        data = message.data_set.getvalue() if message.data_set is not None else b""
-        calling_ae = str(event.assoc.requestor.ae_title).strip()
-        request = Request(self._clock(), calling_ae, data, implicit, little, time.perf_counter())
+    def find_received(
+        self, key: tuple[int, int], calling_ae: str, identifier: bytes, transfer_syntax: str
+    ) -> None:
+        """A C-FIND-RQ arrived: the clock starts; its identifier is kept."""
+        syntax = UID(transfer_syntax)
+        request = Request(self._clock(), calling_ae, identifier, bool(syntax.is_implicit_VR),
+                          bool(syntax.is_little_endian), time.perf_counter())  # fmt: skip
         with self._lock:
             if len(self._open) >= _OPEN_LIMIT:  # requests of aborted associations
                 self._open.pop(next(iter(self._open)))
             self._open[key] = request
 
-    def on_sent(self, event: Any) -> None:
-        """``EVT_DIMSE_SENT``: a final C-FIND-RSP ends its request."""
-        message = event.message
-        if not isinstance(message, C_FIND_RSP):
-            return
-        status = int(message.command_set.Status)
-        if status in _PENDING:
-            return
-        key = (id(event.assoc), int(message.command_set.MessageIDBeingRespondedTo))
+    def find_answered(self, key: tuple[int, int], status: int) -> None:
+        """The final C-FIND-RSP went out: its request ends."""
         with self._lock:
             request = self._open.pop(key, None)
             if request is None:
@@ -173,25 +158,3 @@ class CFindLog:
                 if matches(keys, query)
             ]
         return found
-
-
-def _encoding(assoc: Any, context_id: int | None) -> tuple[bool, bool]:
-    """(implicit VR, little endian) of the presentation context the request came on."""
-    for context in assoc.accepted_contexts:
-        if context.context_id == context_id:
-            syntax = context.transfer_syntax[0]
-            return bool(syntax.is_implicit_VR), bool(syntax.is_little_endian)
-    return True, True
-
-
-def association_server(dicom: object) -> Any:
-    """The running pynetdicom ``AssociationServer`` of a :class:`broker.dicom.DicomServer`,
-    or None when it is not running.
-
-    ``DicomServer`` keeps its server private; until it offers a public accessor
-    (``association_server``, preferred here when present), the private attribute is read.
-    tests/web/test_broker.py fails if that stops working.
-    """
-    if dicom is None:
-        return None
-    return getattr(dicom, "association_server", None) or getattr(dicom, "_server", None)

@@ -173,7 +173,7 @@ class BrokerCollector(Collector):
         associations = GaugeMetricFamily(
             "mwl_dicom_associations_open", "Open DICOM associations of the broker's AE"
         )
-        open_now = len(self._dicom.ae.active_associations) if self._dicom is not None else 0
+        open_now = self._dicom.associations if self._dicom is not None else 0
         associations.add_metric([], open_now)
         yield from (connections, associations)
 

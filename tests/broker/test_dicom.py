@@ -8,14 +8,11 @@ TCP_NODELAY read from the server's own socket, and the stop with its grace perio
 from __future__ import annotations
 
 import logging
-import queue
 import socket
-import threading
-from collections.abc import Callable, Iterator
+from collections.abc import Iterator
 from contextlib import contextmanager
-from dataclasses import dataclass, field
 from io import BytesIO
-from typing import Any, cast
+from typing import Any
 
 import pytest
 from pydicom import Dataset
@@ -26,25 +23,18 @@ from pydicom.uid import (
     ImplicitVRLittleEndian,
     JPEGBaseline8Bit,
 )
-from pynetdicom import AE, _config, evt
+from pynetdicom import AE, evt
 from pynetdicom.association import Association
 from pynetdicom.dimse_messages import C_FIND_RSP
 from pynetdicom.dimse_primitives import C_FIND
 from pynetdicom.dsutils import encode
 from pynetdicom.events import Event, EventHandlerType
 from pynetdicom.pdu import P_DATA_TF
-from pynetdicom.pdu_primitives import P_DATA
 
 from broker.config import DicomConfig
-from broker.dicom import (
-    MODALITY_WORKLIST_FIND,
-    QUEUED_PDUS,
-    VERIFICATION,
-    DicomServer,
-    PendingResponses,
-    build_ae,
-    find_response_command,
-)
+from broker.dicom import MODALITY_WORKLIST_FIND, VERIFICATION, DicomServer
+from broker.dicom.dimse import C_FIND_RQ, response_command
+from broker.dicom.negotiation import IMPLEMENTATION_CLASS_UID, IMPLEMENTATION_VERSION_NAME
 from mwl.policy import OverLimit, WorklistPolicy
 from tests.mwl.test_scp import FakeFinder, answer, broad_query, items, worklist_item
 
@@ -111,35 +101,27 @@ def find(assoc: Association, identifier: Dataset) -> list[tuple[int, Dataset | N
     ]
 
 
-def acceptor_of(server: DicomServer) -> Association:
-    (acceptor,) = [a for a in server.ae.active_associations if a.is_acceptor]
-    return acceptor
+def accepted_socket(server: DicomServer) -> socket.socket:
+    """The server's end of its one open association (its private socket, read only)."""
+    (association,) = server._snapshot()
+    return association._sock
 
 
 # --- AE configuration --------------------------------------------------------------------------
 
 
-def test_build_ae_takes_every_setting_and_keeps_patient_data_out_of_the_logs() -> None:
-    config = DicomConfig(
-        ae_title="WORKLIST",
-        allowed_callers=("CT1", "MR1"),
-        max_associations=3,
-        acse_timeout=5.0,
-        dimse_timeout=6.0,
-        network_timeout=7.0,
-        maximum_pdu_size=32768,
-    )
-
-    ae = build_ae(config)
-
-    assert ae.ae_title == "WORKLIST"
-    assert (ae.require_called_aet, ae.require_calling_aet) == (True, ["CT1", "MR1"])
-    assert (ae.maximum_associations, ae.maximum_pdu_size) == (3, 32768)
-    assert (ae.acse_timeout, ae.dimse_timeout, ae.network_timeout) == (5.0, 6.0, 7.0)
-    contexts = {cx.abstract_syntax: cx.transfer_syntax for cx in ae.supported_contexts}
-    assert contexts == {MODALITY_WORKLIST_FIND: SYNTAXES, VERIFICATION: SYNTAXES}
-    assert not _config.LOG_REQUEST_IDENTIFIERS and not _config.LOG_RESPONSE_IDENTIFIERS
-    assert logging.getLogger("pynetdicom").level == logging.WARNING
+def test_the_a_associate_ac_carries_our_maximum_length_and_implementation() -> None:
+    with (
+        serving(ae_title="WORKLIST", maximum_pdu_size=32768) as server,
+        associated(server.port, called="WORKLIST") as assoc,
+    ):
+        assert assoc.is_established
+        assert assoc.acceptor.maximum_length == 32768
+        assert assoc.acceptor.implementation_class_uid == IMPLEMENTATION_CLASS_UID
+        assert assoc.acceptor.implementation_version_name == IMPLEMENTATION_VERSION_NAME
+        contexts = {cx.abstract_syntax for cx in assoc.accepted_contexts}
+        assert contexts == {MODALITY_WORKLIST_FIND, VERIFICATION}
+        assert server.associations == 1
 
 
 # --- association negotiation -------------------------------------------------------------------
@@ -185,9 +167,7 @@ def test_association_beyond_the_maximum_is_rejected_local_limit_exceeded() -> No
 def test_tcp_nodelay_is_set_on_the_accepted_socket() -> None:
     with serving() as server, associated(server.port) as assoc:
         assert assoc.is_established
-        transport = acceptor_of(server).dul.socket
-        assert transport is not None and transport.socket is not None
-        assert transport.socket.getsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY) != 0
+        assert accepted_socket(server).getsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY) != 0
 
 
 # --- transfer syntaxes ------------------------------------------------------------------------
@@ -215,7 +195,7 @@ def test_a_compressed_syntax_only_is_not_accepted() -> None:
 @pytest.mark.parametrize("syntax", SYNTAXES, ids=lambda uid: uid.name)
 def test_pending_identifiers_on_the_wire_are_what_pydicom_would_send(syntax: UID) -> None:
     """Byte for byte: the directly encoded identifiers (mwl.answer.IdentifierEncoder) and the
-    command sets (find_response_command), as the SCU's DIMSE layer received them."""
+    command sets, as the SCU's DIMSE layer received them."""
     stored = [*items(2), worklist_item(3, stations=("MR1", "MR2"))]
     expected = [
         encode(found, syntax.is_implicit_VR, syntax.is_little_endian)
@@ -243,7 +223,7 @@ def test_pending_identifiers_on_the_wire_are_what_pydicom_would_send(syntax: UID
     ]  # fmt: skip
 
 
-def test_pending_command_set_is_the_one_pynetdicom_encodes() -> None:
+def test_the_pending_command_set_is_the_one_pynetdicom_encodes() -> None:
     primitive = C_FIND()
     primitive.MessageID = primitive.MessageIDBeingRespondedTo = 7
     primitive.AffectedSOPClassUID = MODALITY_WORKLIST_FIND
@@ -253,7 +233,10 @@ def test_pending_command_set_is_the_one_pynetdicom_encodes() -> None:
     message.primitive_to_message(primitive)
 
     expected = encode(message.command_set, True, True)
-    assert find_response_command(MODALITY_WORKLIST_FIND, 7, 0xFF01) == expected
+    encoded = response_command(
+        C_FIND_RQ, 7, 0xFF01, sop_class=MODALITY_WORKLIST_FIND, data_set=True
+    )
+    assert encoded == expected
 
 
 def test_an_identifier_longer_than_the_scus_maximum_pdu_arrives_in_fragments() -> None:
@@ -304,138 +287,6 @@ def test_an_abort_during_the_answer_stops_it_and_closes_the_finder() -> None:
     # serving() has joined the association's thread: its handler has returned
 
     assert finder.closed
-
-
-# --- PendingResponses: P-DATA, the DUL queue -------------------------------------------------
-
-
-@dataclass
-class FakeDul:
-    to_provider_queue: queue.Queue[P_DATA] = field(default_factory=queue.Queue)
-    alive: bool = True
-
-    def send_pdu(self, p_data: P_DATA) -> None:
-        self.to_provider_queue.put(p_data)
-
-    def is_alive(self) -> bool:
-        return self.alive
-
-
-@dataclass
-class FakeAcse:
-    aborted: bool = False
-    release_requested: bool = False
-
-    def is_aborted(self) -> bool:
-        return self.aborted
-
-    def is_release_requested(self) -> bool:
-        return self.release_requested
-
-
-@dataclass
-class FakeAssociation:
-    """What PendingResponses uses of a pynetdicom Association."""
-
-    maximum_pdu_size: int
-    dul: FakeDul = field(default_factory=FakeDul)
-    acse: FakeAcse = field(default_factory=FakeAcse)
-    is_established: bool = True
-
-    @property
-    def dimse(self) -> FakeAssociation:
-        return self
-
-
-def pending_to(assoc: FakeAssociation) -> PendingResponses:
-    return PendingResponses(
-        cast(Association, assoc), 3, message_id=9, sop_class=MODALITY_WORKLIST_FIND
-    )
-
-
-def sent(assoc: FakeAssociation) -> list[P_DATA]:
-    return list(assoc.dul.to_provider_queue.queue)
-
-
-@pytest.mark.parametrize("maximum", [0, 16382, 64, 7])
-def test_a_response_is_its_pdvs_in_pdus_within_the_peers_maximum(maximum: int) -> None:
-    assoc = FakeAssociation(maximum)
-    identifier = bytes(range(256)) * 3
-
-    assert pending_to(assoc).send(0xFF00, identifier)
-
-    pdvs = [pdv for p_data in sent(assoc) for pdv in p_data.presentation_data_value_list]
-    assert {context for context, _ in pdvs} == {3}
-    headers = [data[0] for _, data in pdvs]
-    command = b"".join(data[1:] for _, data in pdvs if data[0] & 0x01)
-    dataset = b"".join(data[1:] for _, data in pdvs if not data[0] & 0x01)
-    assert command == find_response_command(MODALITY_WORKLIST_FIND, 9, 0xFF00)
-    assert dataset == identifier
-    assert headers[-1] == 0x02 and headers.count(0x02) == headers.count(0x03) == 1
-    assert headers.index(0x03) < headers.index(0x02)  # the command set comes first
-    if maximum:
-        for p_data in sent(assoc):
-            assert sum(len(data) + 5 for _, data in p_data.presentation_data_value_list) <= maximum
-    else:
-        assert len(sent(assoc)) == 1
-
-
-def test_command_and_identifier_share_a_pdu_when_they_fit() -> None:
-    assoc = FakeAssociation(16382)
-
-    pending_to(assoc).send(0xFF01, b"\x08\x00\x50\x00\x00\x00\x00\x00")
-
-    (p_data,) = sent(assoc)
-    assert [data[0] for _, data in p_data.presentation_data_value_list] == [0x03, 0x02]
-
-
-def test_a_full_queue_is_waited_for_until_the_dul_has_sent_it_all() -> None:
-    assoc = FakeAssociation(16382)
-    pending = pending_to(assoc)
-    for _ in range(QUEUED_PDUS):
-        assoc.dul.to_provider_queue.put(P_DATA())
-    done = threading.Event()
-    worker = threading.Thread(target=lambda: done.set() if pending.send(0xFF00, b"12") else None)
-    worker.start()
-
-    assert not done.wait(0.2), "sent although the queue is full"
-    while not assoc.dul.to_provider_queue.empty():
-        assoc.dul.to_provider_queue.get()  # the DUL taking PDUs notifies the waiting sender
-    assert done.wait(TIMEOUT)
-    worker.join(TIMEOUT)
-    assert len(sent(assoc)) == 1
-
-
-def end_by_abort(assoc: FakeAssociation) -> None:
-    assoc.acse.aborted = True
-
-
-def end_by_release_request(assoc: FakeAssociation) -> None:
-    assoc.acse.release_requested = True
-
-
-def end_of_the_dul(assoc: FakeAssociation) -> None:
-    assoc.dul.alive = False
-
-
-def end_of_the_association(assoc: FakeAssociation) -> None:
-    assoc.is_established = False
-
-
-@pytest.mark.parametrize(
-    "end", [end_by_abort, end_by_release_request, end_of_the_dul, end_of_the_association]
-)
-@pytest.mark.parametrize("queued", [0, QUEUED_PDUS], ids=["queue empty", "queue full"])
-def test_nothing_more_is_sent_once_the_association_is_ending(
-    end: Callable[[FakeAssociation], None], queued: int
-) -> None:
-    assoc = FakeAssociation(16382)
-    for _ in range(queued):
-        assoc.dul.to_provider_queue.put(P_DATA())
-    end(assoc)
-
-    assert not pending_to(assoc).send(0xFF00, b"12")
-    assert len(sent(assoc)) == queued
 
 
 # --- C-FIND statuses on the wire --------------------------------------------------------------
@@ -510,7 +361,7 @@ def test_stop_waits_for_a_released_association_and_frees_the_port() -> None:
         assert assoc.is_established
     server.stop(grace=TIMEOUT)
 
-    assert server.ae.active_associations == []
+    assert server.associations == 0
     with pytest.raises(ConnectionRefusedError):
         socket.create_connection(("127.0.0.1", port), timeout=TIMEOUT).close()
     with pytest.raises(RuntimeError, match="not started"):
@@ -525,4 +376,4 @@ def test_stop_aborts_an_idle_association_after_the_grace_period() -> None:
         server.stop(grace=0.2)
         assoc.join(TIMEOUT)  # the SCU's reactor ends when the A-ABORT arrives
         assert assoc.is_aborted
-    assert server.ae.active_associations == []
+    assert server.associations == 0

@@ -226,24 +226,35 @@ def test_n_create_without_a_uid_gets_one_from_the_scp(site: Site) -> None:
 
 
 @pytest.mark.parametrize(
-    ("overrides", "status", "comment"),
+    ("overrides", "status", "comment", "attributes"),
     [
-        ({"PerformedStationAETitle": None}, 0x0120, "N-CREATE: missing (0040,0241)"),
-        ({"Modality": ""}, 0x0121, "N-CREATE: no value in (0008,0060)"),
+        ({"PerformedStationAETitle": None}, 0x0120, "N-CREATE: missing (0040,0241)", [0x00400241]),
+        ({"Modality": ""}, 0x0121, "N-CREATE: no value in (0008,0060)", [0x00080060]),
         (
             {"PerformedProcedureStepStatus": "COMPLETED"},
             0x0106,
             "N-CREATE status must be IN PROGRESS, not 'COMPLETED'",
+            [0x00400252],
         ),
     ],
     ids=["0120", "0121", "0106"],
 )
-def test_n_create_refusals_arrive_with_their_comment(
-    site: Site, overrides: dict[str, Any], status: int, comment: str
+def test_n_create_refusals_arrive_with_their_comment_and_attribute_list(
+    site: Site, overrides: dict[str, Any], status: int, comment: str, attributes: list[int]
 ) -> None:
+    """The N-CREATE-RSP carries (0000,1005) Attribute Identifier List (PS3.7 C.4.2); read from
+    the command set as received, pynetdicom's N-CREATE status has no place for it."""
+    received: list[Dataset] = []
+
+    def keep_command(event: Event) -> None:
+        received.append(event.message.command_set)
+
     uid = generate_uid()
-    answer = site.create(uid, n_create(**overrides))
+    answer = site.create(uid, n_create(**overrides), handlers=[(evt.EVT_DIMSE_RECV, keep_command)])
     assert (answer.Status, answer.ErrorComment) == (status, comment)
+    (command,) = received
+    assert attribute_list(command) == attributes
+    assert command.AffectedSOPInstanceUID == uid
     assert "ErrorID" not in answer
     assert site.outbox(uid) == []
 

@@ -8,6 +8,7 @@ Waiting is on the fake RIS's condition or on the recorded outcomes, with timeout
 from __future__ import annotations
 
 import asyncio
+import logging
 import threading
 from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager
@@ -16,13 +17,14 @@ from typing import Any
 
 import pytest
 from pydicom import Dataset
-from pynetdicom import AE, evt
+from pynetdicom import AE, _config, evt
 from pynetdicom.events import Event
 
 from broker.config import Config, ForwardConfig, OutboundConfig, OutboxConfig
 from broker.mpps_service import MODALITY_PERFORMED_PROCEDURE_STEP
 from broker.outbound import (
     ACK_OUTCOMES,
+    DicomChannel,
     OutboundSender,
     ack_outcome,
     dicom_outcome,
@@ -502,3 +504,14 @@ def test_an_unreachable_peer_is_retried(store: Store, ledger: WatchedLedger) -> 
     assert set(ledger.outcomes(created)) == {Outcome.RETRY}
     assert ledger.outcomes(later) == []  # held back behind the N-CREATE
     assert "no association" in stored(store, created).last_error
+
+
+def test_the_forwarding_scu_keeps_patient_data_out_of_pynetdicoms_logs() -> None:
+    _config.LOG_REQUEST_IDENTIFIERS = _config.LOG_RESPONSE_IDENTIFIERS = True
+    logging.getLogger("pynetdicom").setLevel(logging.DEBUG)
+
+    DicomChannel(ForwardConfig(name="PACS", ae_title="PACS", host="127.0.0.1", port=1),
+                 calling_ae="MWLBROKER")  # fmt: skip
+
+    assert not _config.LOG_REQUEST_IDENTIFIERS and not _config.LOG_RESPONSE_IDENTIFIERS
+    assert logging.getLogger("pynetdicom").level == logging.WARNING
