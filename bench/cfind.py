@@ -22,7 +22,7 @@ The client is DCMTK's ``findscu`` (``TCP_NODELAY=1``), one association per query
 its query files; per query, client-side latency is the time between its "Sending Find Request"
 and "Received Final Find Response" log lines (log4cplus timestamps, microseconds). Server-side
 time is the broker's own DEBUG line per C-FIND (``broker.dicom``: handler start to the last
-Pending queued for sending). Server CPU is read from /proc for the broker process.
+Pending sent). Server CPU is read from /proc for the broker process.
 
 For the sizes of ``--dcmtk-sizes`` the same items are exported (``Store.worklist_items`` →
 ``Dataset.from_json`` → ``.wl`` files) and ``wlmscpfs`` serves them in a loopback-only network
@@ -778,7 +778,7 @@ def report(results: Sequence[SizeResult], args: argparse.Namespace, argv: Sequen
         "",
         f"Broker, {args.repeat} queries per kind ({args.big_repeat} for the big answer) after a "
         "warm-up, one association per kind; client-side: findscu's request sent → final "
-        "response received; server-side: handler start → last Pending queued; server CPU: the "
+        "response received; server-side: handler start → last Pending sent; server CPU: the "
         "broker process, all threads, per query; matches/s: matches ÷ client-side time.",
         "",
         *broker_table(results),

@@ -175,7 +175,7 @@ def create(sop_instance_uid: str, dataset: Dataset) -> PerformedStep:
     sop_instance_uid
         Affected SOP Instance UID of the request (the SCU chooses it, PS3.4 F.7.2.1.2).
     dataset
-        The N-CREATE attribute list, as pynetdicom decoded it.
+        The N-CREATE attribute list, as decoded from the request.
 
     Raises
     ------
