@@ -183,6 +183,9 @@ class Association:
             self._send_quietly(abort(SERVICE_PROVIDER))
         except OSError as error:  # reset, broken pipe, or closed by abort()
             log.debug("association from %s: connection ended: %s", self._peer(), error)
+        except Exception:  # a defect; the association ends, the listener goes on
+            log.exception("association from %s aborted: internal error", self._peer())
+            self._send_quietly(abort(SERVICE_PROVIDER))
         finally:
             self._ending = True
             self._close()

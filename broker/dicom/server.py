@@ -134,8 +134,9 @@ class DicomServer:
 
     def start(self) -> None:
         """Bind and listen; connections are accepted on a thread of their own."""
+        family = socket.AF_INET6 if ":" in self.config.host else socket.AF_INET
         listener = socket.create_server(
-            (self.config.host, self.config.port), backlog=BACKLOG, reuse_port=False
+            (self.config.host, self.config.port), family=family, backlog=BACKLOG
         )
         self._listener = listener
         self._acceptor = threading.Thread(

@@ -98,16 +98,12 @@ class WorklistFind:
     def _answer(self, request: Request) -> int | None:
         """Send every response; the final status, or None when the association ended first."""
         started = time.perf_counter()
+        if request.message.data is None:
+            return self._refuse(request, "C-FIND-RQ without an identifier")
         try:
-            identifier = decode_data_set(
-                request.message.data or b"", request.context.transfer_syntax
-            )
+            identifier = decode_data_set(request.message.data, request.context.transfer_syntax)
         except Exception:  # a broken identifier is the SCU's; the answer says so
-            log.info("C-FIND from %s: identifier cannot be decoded", request.calling_ae)
-            fields = StatusFields.from_dataset(
-                status_dataset(FindStatus.IDENTIFIER_MISMATCH, "identifier cannot be decoded")
-            )
-            return fields.status if request.respond(fields) else None
+            return self._refuse(request, "identifier cannot be decoded")
         responses = find_worklist(
             identifier,
             calling_ae=request.calling_ae,
@@ -131,6 +127,13 @@ class WorklistFind:
         log.debug("C-FIND from %s: %d pending in %.3f ms", request.calling_ae, sent,
                   (time.perf_counter() - started) * 1000)  # fmt: skip
         return final.status if request.respond(final) else None
+
+    @staticmethod
+    def _refuse(request: Request, comment: str) -> int | None:
+        """A900 Identifier does not match SOP Class, with ``comment``."""
+        log.info("C-FIND from %s: %s", request.calling_ae, comment)
+        fields = StatusFields.from_dataset(status_dataset(FindStatus.IDENTIFIER_MISMATCH, comment))
+        return fields.status if request.respond(fields) else None
 
 
 def _bytes(answer: object) -> bytes:

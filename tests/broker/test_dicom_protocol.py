@@ -57,8 +57,8 @@ def serving(finder: FakeFinder | None = None, **dicom: Any) -> Iterator[DicomSer
 class Peer:
     """A requestor's end of the connection, PDU by PDU."""
 
-    def __init__(self, port: int) -> None:
-        self.sock = socket.create_connection(("127.0.0.1", port), timeout=TIMEOUT)
+    def __init__(self, port: int, host: str = "127.0.0.1") -> None:
+        self.sock = socket.create_connection((host, port), timeout=TIMEOUT)
         self.reader = PduReader(0)
 
     def send(self, data: bytes) -> None:
@@ -256,3 +256,24 @@ def test_a_message_left_half_sent_is_aborted_after_the_dimse_timeout() -> None:
 
         assert abort_of(scu.pdu()) == (0x02, 0x00)
         assert TIMEOUT > time.monotonic() - started >= 0.3
+
+
+def test_a_c_find_without_an_identifier_is_refused_a900() -> None:
+    with serving() as server, peer(server.port) as scu:
+        scu.associate(MODALITY_WORKLIST_FIND)
+        scu.request(command(C_FIND_RQ, 4, MODALITY_WORKLIST_FIND))
+        response = scu.response()
+
+    assert (response.field, response.unsigned(0x0900)) == (0x8020, 0xA900)
+    assert response.elements[0x0902].strip() == b"C-FIND-RQ without an identifier"
+
+
+def test_the_listener_serves_ipv6_loopback() -> None:
+    with serving(host="::1") as server:
+        scu = Peer(server.port, host="::1")
+        try:
+            scu.associate()
+            scu.request(command(C_ECHO_RQ, 1, VERIFICATION))
+            assert scu.response().unsigned(0x0900) == 0x0000
+        finally:
+            scu.close()
