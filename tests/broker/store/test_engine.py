@@ -3,13 +3,16 @@
 from __future__ import annotations
 
 import sqlite3
+import time
 from pathlib import Path
 
+import psycopg
 import pytest
-from sqlalchemy import text
+from sqlalchemy import create_engine, make_url, text
 
 from broker.config import DatabaseConfig
 from broker.store import Store, create_engine_for, migrate
+from broker.store.engine import PING_AFTER_IDLE_SECONDS, ping_when_idle
 from mwl.ports import StoreFailure
 from tests.broker.store.samples import patient
 
@@ -55,7 +58,47 @@ def test_postgresql_urls_use_psycopg_3(url: str) -> None:
     try:
         assert engine.url.drivername == "postgresql+psycopg"
         assert engine.pool.size() == 3  # type: ignore[attr-defined]
-        assert engine.pool._pre_ping
+    finally:
+        engine.dispose()
+
+
+@pytest.mark.postgres
+def test_an_idle_connection_cut_by_the_server_is_replaced_at_checkout(
+    postgres_database: str,
+) -> None:
+    engine = create_engine_for(postgres_database, pool_size=1)  # used in turn: one connection
+    try:
+        with engine.connect() as connection:
+            first = connection.scalar(text("SELECT pg_backend_pid()"))
+        with psycopg.connect(postgres_database, autocommit=True) as admin:
+            admin.execute("SELECT pg_terminate_backend(%s)", (first,))
+        time.sleep(PING_AFTER_IDLE_SECONDS + 0.1)
+
+        with engine.connect() as connection:  # pinged, found dead, replaced
+            second = connection.scalar(text("SELECT pg_backend_pid()"))
+        assert second != first
+    finally:
+        engine.dispose()
+
+
+@pytest.mark.postgres
+def test_a_connection_used_a_moment_ago_is_not_pinged(
+    postgres_database: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    url = make_url(postgres_database).set(drivername="postgresql+psycopg")
+    engine = create_engine(url, pool_size=1)
+    ping_when_idle(engine, 0.3)
+    pings: list[object] = []
+    monkeypatch.setattr(engine.dialect, "do_ping", pings.append)
+    try:
+        for _ in range(3):
+            with engine.connect() as connection:
+                connection.scalar(text("SELECT 1"))
+        assert pings == []
+        time.sleep(0.4)
+        with engine.connect() as connection:
+            connection.scalar(text("SELECT 1"))
+        assert len(pings) == 1
     finally:
         engine.dispose()
 
