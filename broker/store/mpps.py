@@ -9,7 +9,8 @@ N-CREATE with it fails at insert or at commit and leaves as :class:`mpps.ports.D
 Correlation (standards.md §4.4, :meth:`SqlMppsStore.match_steps`), one (0040,0270) item at a time:
 
 1. a stored Requested Procedure with the item's >Study Instance UID is the item's procedure
-   (the UID is unique; a modality that generated its own UID matches nothing here);
+   (the UID is unique; a modality that generated its own UID matches nothing here); its steps
+   come in the same query as rule 3 narrows them (a procedure has at least one step);
 2. otherwise the procedures whose >Requested Procedure ID, order Accession Number and
    Placer / Filler Order Number equal every one of those the item carries;
 3. >Scheduled Procedure Step ID, when present, narrows the steps of those procedures to the
@@ -19,7 +20,7 @@ Correlation (standards.md §4.4, :meth:`SqlMppsStore.match_steps`), one (0040,02
 Every statement is Core, built once at import (or once per combination of keys for rule 2)
 and run on the unit's connection, as the intake's hot path does (:mod:`broker.store.worklist`):
 no ORM unit of work, identity map or statement compilation per request. An N-CREATE + N-SET
-pair runs nine of them (docs/benchmarks.md, MPPS).
+pair runs eight of them (docs/benchmarks.md, MPPS).
 """
 
 from __future__ import annotations
@@ -35,7 +36,6 @@ from sqlalchemy import (
     Select,
     Table,
     bindparam,
-    exists,
     insert,
     select,
     update,
@@ -124,14 +124,15 @@ class SqlMppsStore:
     @translated
     def match_steps(self, reference: StepReference) -> list[LinkedStep]:
         connection = self._connection()
-        if reference.study_uid and connection.scalar(
-            _PROCEDURE_WITH_STUDY, {"study_uid": reference.study_uid}
-        ):
-            keys = {"study_uid": reference.study_uid}
-        else:
-            keys = {name: value for name, value in _order_keys(reference) if value}
-            if not keys:
-                return []
+        if reference.study_uid:  # rule 1: the procedure's steps, in one query with rule 3
+            study = {"study_uid": reference.study_uid}
+            rows = connection.execute(_matching_steps(("study_uid",)), study).all()
+            if rows:
+                sps_id = reference.sps_id
+                return [_row_to_linked(row) for row in rows if not sps_id or row.sps_id == sps_id]
+        keys = {name: value for name, value in _order_keys(reference) if value}
+        if not keys:
+            return []
         if reference.sps_id:
             keys["sps_id"] = reference.sps_id
         query = _matching_steps(tuple(keys))
@@ -218,7 +219,6 @@ _UPDATE_INSTANCE = (
         }
     )
 )
-_PROCEDURE_WITH_STUDY = select(exists().where(_PROCEDURES.c.study_uid == bindparam("study_uid")))
 
 
 def _linked_steps_query() -> Select[Any]:
@@ -227,6 +227,7 @@ def _linked_steps_query() -> Select[Any]:
         select(
             _STEPS.c.id.label("step_id"),
             _STEPS.c.status,
+            _STEPS.c.sps_id,
             _ORDERS.c.id.label("order_id"),
             _ORDERS.c.placer_number,
             _ORDERS.c.placer_namespace,

@@ -185,9 +185,11 @@ class SqlWorklistStore:
         ids = list(step_ids)
         if not ids:
             return
-        self._connection().execute(
-            _SET_STEP_STATUS, {"ids": ids, "status": status.value, "updated_at": utcnow()}
-        )
+        values = {"status": status.value, "updated_at": utcnow()}
+        if len(ids) == 1:  # the usual case; an expanding IN is rendered anew at each execution
+            self._connection().execute(_SET_ONE_STEP_STATUS, {"step_id": ids[0], **values})
+        else:
+            self._connection().execute(_SET_STEP_STATUS, {"ids": ids, **values})
         for step_id in ids:  # as synchronize_session would: loaded steps read the new values
             loaded = self._session.identity_map.get(identity_key(ScheduledStep, step_id))
             if loaded is not None:
@@ -275,14 +277,18 @@ _INSERT_ORDER = insert(_ORDERS).returning(_ORDERS.c.id)
 _INSERT_PROCEDURE = insert(_PROCEDURES).returning(_PROCEDURES.c.id, sort_by_parameter_order=True)
 _INSERT_STEP = insert(_STEPS).returning(_STEPS.c.id, sort_by_parameter_order=True)
 _INSERT_STATION_AE = insert(_STATION_AES)
+_SET_STEP_STATUS_VALUES = {
+    "status": bindparam("status"),
+    "updated_at": bindparam("updated_at"),
+    "version": _STEPS.c.version + 1,
+}
 _SET_STEP_STATUS = (
     update(_STEPS)
     .where(_STEPS.c.id.in_(bindparam("ids", expanding=True)))
-    .values(
-        status=bindparam("status"),
-        updated_at=bindparam("updated_at"),
-        version=_STEPS.c.version + 1,
-    )
+    .values(_SET_STEP_STATUS_VALUES)
+)
+_SET_ONE_STEP_STATUS = (
+    update(_STEPS).where(_STEPS.c.id == bindparam("step_id")).values(_SET_STEP_STATUS_VALUES)
 )
 
 
