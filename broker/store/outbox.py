@@ -315,14 +315,21 @@ def save_payloads(session: Session, payloads: Mapping[int, bytes], *, worker: st
 
 
 def record(session: Session, results: Sequence[Result], *, worker: str, now: datetime) -> int:
-    """Store the outcome of each attempt (fenced by the claim); the number recorded."""
+    """Store the outcome of each attempt (fenced by the claim); the number recorded.
+
+    One execution per kind of outcome, its rows as an executemany: psycopg sends them in one
+    pipeline (one round trip for a round's deliveries, not one each).
+    """
+    by_statement: dict[Any, list[dict[str, Any]]] = {}
+    for result in results:
+        statement, values = _outcome(result, now)
+        parameters = {"row_id": result.id, "worker": worker, "reply": result.ack, **values}
+        by_statement.setdefault(statement, []).append(parameters)
     recorded = 0
     with store_errors():
         connection = session.connection()
-        for result in results:
-            statement, values = _outcome(result, now)
-            parameters = {"row_id": result.id, "worker": worker, "reply": result.ack, **values}
-            recorded += _count(connection.execute(statement, parameters))
+        for statement, rows in by_statement.items():
+            recorded += _count(connection.execute(statement, rows))
         session.commit()
     return recorded
 
