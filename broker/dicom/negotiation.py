@@ -27,6 +27,7 @@ D.3.3 lets an acceptor do (one operation at a time, no identity check, no extend
 
 from __future__ import annotations
 
+import functools
 from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Final
@@ -72,7 +73,8 @@ class AcceptancePolicy:
     """(abstract syntax, transfer syntaxes) per SOP class served."""
 
     def supported(self) -> list[PresentationContext]:
-        return [build_context(sop_class, list(syntaxes)) for sop_class, syntaxes in self.contexts]
+        """The contexts as pynetdicom's negotiation takes them (built once; it only reads them)."""
+        return _supported(self.contexts)
 
 
 @dataclass(frozen=True, slots=True)
@@ -104,6 +106,11 @@ class Rejected:
     reason: int
     pdu: bytes
     """The A-ASSOCIATE-RJ to send."""
+
+
+@functools.cache
+def _supported(contexts: tuple[tuple[str, tuple[str, ...]], ...]) -> list[PresentationContext]:
+    return [build_context(sop_class, list(syntaxes)) for sop_class, syntaxes in contexts]
 
 
 def negotiate(rq: bytes, policy: AcceptancePolicy, *, at_limit: bool) -> Accepted | Rejected:
