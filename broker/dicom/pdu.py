@@ -137,7 +137,7 @@ def message_pdus(context_id: int, parts: list[tuple[int, bytes]], max_pdu: int) 
     :data:`LAST_FRAGMENT_BIT` (PS3.8 9.3.5, E.2).
     """
     room = max_pdu or UNLIMITED_P_DATA
-    fragment = room - PDV_OVERHEAD
+    fragment = max(1, room - PDV_OVERHEAD)  # a peer's absurd maximum (≤ 6) still gets data
     pdus: list[bytes] = []
     items: list[bytes] = []
     used = 0

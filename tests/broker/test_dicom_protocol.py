@@ -241,6 +241,12 @@ def test_a_message_is_its_pdvs_in_pdus_within_the_peers_maximum(maximum: int) ->
         assert len(pdus) == 1
 
 
+def test_a_maximum_too_small_for_any_data_still_sends_every_byte() -> None:
+    pdus = message_pdus(1, [(COMMAND_BIT, b"abc")], 4)
+
+    assert b"".join(fragment for pdu in pdus for _, _, fragment in iter_pdvs(pdu)) == b"abc"
+
+
 def test_command_and_data_share_a_pdu_when_they_fit() -> None:
     (pdu,) = message_pdus(1, [(COMMAND_BIT, b"c" * 10), (0, b"d" * 10)], 16382)
 
