@@ -138,9 +138,12 @@ def negotiate(rq: bytes, policy: AcceptancePolicy, *, at_limit: bool) -> Accepte
         for item in primitive.user_information
         if isinstance(item, SCP_SCU_RoleSelectionNegotiation) and item.sop_class_uid
     }
-    results, role_items = negotiate_as_acceptor(
-        primitive.presentation_context_definition_list, policy.supported(), roles or None
-    )
+    try:
+        results, role_items = negotiate_as_acceptor(
+            primitive.presentation_context_definition_list, policy.supported(), roles or None
+        )
+    except Exception as exc:  # a context without a transfer syntax, say (PS3.8 9.3.2.2)
+        raise PduError(f"presentation contexts that cannot be negotiated: {exc!r}") from exc
     contexts = {
         int(cx.context_id): AcceptedContext(
             int(cx.context_id), str(cx.abstract_syntax), str(cx.transfer_syntax[0])

@@ -5,6 +5,8 @@ accepted, requests the SCP does not perform), the timeouts, and release while a 
 
 from __future__ import annotations
 
+import logging
+import random
 import socket
 import struct
 import time
@@ -147,6 +149,28 @@ def test_a_pdv_on_a_context_that_was_not_accepted_is_aborted() -> None:
         assert abort_of(scu.pdu()) == (0x02, 0x06)
 
 
+def without_transfer_syntax(request: bytes) -> bytes:
+    """An A-ASSOCIATE-RQ whose presentation context lost its Transfer Syntax sub-item."""
+    syntax = ImplicitVRLittleEndian.encode()
+    item = struct.pack(">BxH", 0x40, len(syntax)) + syntax
+    at = request.index(item)
+    context = request.rindex(b"\x20\x00", 0, at)  # the Presentation Context item around it
+    (context_length,) = struct.unpack_from(">H", request, context + 2)
+    body = bytearray(request[:at] + request[at + len(item) :])
+    struct.pack_into(">H", body, context + 2, context_length - len(item))
+    struct.pack_into(">L", body, 2, len(body) - 6)
+    return bytes(body)
+
+
+def test_a_presentation_context_without_transfer_syntax_is_aborted() -> None:
+    request = associate_rq("CT1", "MWLBROKER", VERIFICATION, ImplicitVRLittleEndian, 0)
+    with serving() as server, peer(server.port) as scu:
+        scu.send(without_transfer_syntax(request))
+
+        assert abort_of(scu.pdu()) == (0x02, 0x06)
+        assert scu.pdu() is None
+
+
 def test_a_request_the_scp_does_not_perform_gets_0211_and_the_association_goes_on() -> None:
     with serving() as server, peer(server.port) as scu:
         scu.associate()
@@ -283,3 +307,49 @@ def test_the_listener_serves_ipv6_loopback() -> None:
             assert scu.response().unsigned(0x0900) == 0x0000
         finally:
             scu.close()
+
+
+def garbage(rng: random.Random) -> bytes:
+    """Bytes a broken or hostile requestor might send first: noise, a PDU header with a random
+    body, or an A-ASSOCIATE-RQ cut short or with bytes flipped (its lengths included)."""
+    request = associate_rq("CT1", "MWLBROKER", VERIFICATION, ImplicitVRLittleEndian, 16384)
+    match rng.randrange(4):
+        case 0:
+            return rng.randbytes(rng.randrange(1, 400))
+        case 1:
+            body = rng.randbytes(rng.randrange(0, 300))
+            return struct.pack(">BxL", rng.randrange(1, 8), len(body)) + body
+        case 2:
+            return request[: rng.randrange(1, len(request))]
+        case _:
+            flipped = bytearray(request)
+            for _ in range(rng.randrange(1, 6)):
+                flipped[rng.randrange(6, len(flipped))] = rng.randrange(256)
+            return bytes(flipped)
+
+
+def test_the_listener_answers_garbage_and_keeps_serving(caplog: pytest.LogCaptureFixture) -> None:
+    """Each connection gets an A-ASSOCIATE-AC or -RJ, an A-ABORT or a close; none stays open,
+    none meets a defect, and a well-formed association works afterwards (the process never
+    dies on input)."""
+    caplog.set_level(logging.ERROR, logger="broker.dicom")
+    rng = random.Random(20261127)
+    answers: set[int | None] = set()
+    with serving(acse_timeout=2.0, network_timeout=2.0) as server:
+        for _ in range(1000):
+            with peer(server.port) as scu:
+                scu.send(garbage(rng))
+                scu.sock.shutdown(socket.SHUT_WR)
+                first = scu.pdu()
+                answers.add(first[0] if first is not None else None)
+                while scu.pdu() is not None:  # the server closes the connection
+                    pass
+        with peer(server.port) as scu:
+            scu.associate()
+            scu.request(command(C_ECHO_RQ, 1, VERIFICATION))
+            assert scu.response().unsigned(0x0900) == 0x0000
+
+    assert not [r for r in caplog.records if r.name == "broker.dicom"], caplog.text
+    assert answers <= {A_ASSOCIATE_AC, 0x03, A_ABORT, None}
+    assert {0x03, A_ABORT} <= answers  # some were refused, some aborted
+    assert server.associations == 0
