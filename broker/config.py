@@ -6,7 +6,8 @@ is a :class:`ConfigError` whose ``key`` names the setting (``hl7.port``, ``outbo
 the environment variable) and whose message says what was expected and what was found.
 
 Environment overrides: every scalar key of a non-array section (``[database]``, ``[hl7]``,
-``[dicom]``, ``[http]``, ``[mapping]``) can be set as ``MWL_BROKER_<SECTION>_<KEY>``, e.g.
+``[dicom]``, ``[http]``, ``[mapping]``, ``[worklist]``, ``[mpps]``, ``[outbox]``,
+``[retention]``) can be set as ``MWL_BROKER_<SECTION>_<KEY>``, e.g.
 ``MWL_BROKER_HL7_PORT=2575`` or ``MWL_BROKER_MAPPING_DEFAULT_STATION_AE=CT1,CT2``. Booleans take
 ``true/false/1/0/yes/no``; lists are comma-separated. An unknown ``MWL_BROKER_*`` variable is an
 error, so a typo never silently falls back to a default.

@@ -11,5 +11,5 @@ class MppsPolicy:
 
     reschedule_on_incorrect_entry: bool = True
     """A DISCONTINUED MPPS with reason (110514, DCM) "Incorrect worklist entry selected" puts
-    its steps back to SCHEDULED and sends the RIS nothing for it (the modality picked the
-    wrong patient; the procedure was not done)."""
+    its steps back to SCHEDULED (the modality picked the wrong patient; the procedure was not
+    done) and tells the RIS so with ORC-5 SC where IP went out, not DC (``mpps.scp``)."""

@@ -11,7 +11,8 @@ that breaks a rule raises :class:`MppsError`, the one exception of the MPPS rule
 The adapter is the one translator from :class:`MppsError` to a DIMSE response. Checks run in a
 fixed order and the first failing one answers:
 
-- N-CREATE: decoding → 0120 a Type 1 attribute is absent → 0121 it has no value → 0106
+- N-CREATE: 0117 a SOP Instance UID that breaks the UID rules → decoding → 0120 a Type 1
+  attribute is absent → 0121 it has no value → 0106
   (0040,0252) is not ``IN PROGRESS`` → 0106 a malformed PPS date or time (DA/TM).
 - N-SET: 0110 + Error ID A710 when the stored step is no longer IN PROGRESS → decoding → 0106
   an attribute that is "Not allowed" in N-SET → 0121 / 0106 an empty / unknown (0040,0252) →

@@ -161,8 +161,10 @@ def mpps_handlers(service: MppsService) -> dict[int, Handler]:
 
 
 def handle_n_create(request: Request, service: MppsService) -> None:
-    """N-CREATE (PS3.4 F.7.2.1). Without an Affected SOP Instance UID the SCP chooses one
-    (F.7.2.1.2) and answers it in the response's Affected SOP Instance UID."""
+    """N-CREATE (PS3.4 F.7.2.1). The SCU supplies the Affected SOP Instance UID (standards.md
+    §4.2); a request without one is still served rather than lose the procedure's record: the
+    SCP chooses the UID, as PS3.7 10.1.5 lets an N-CREATE's SCP do, and answers it in the
+    response's Affected SOP Instance UID."""
     uid = request.command.uid(AFFECTED_SOP_INSTANCE) or generate_uid()
     try:
         attributes = _data_set(request)
