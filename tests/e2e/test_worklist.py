@@ -306,6 +306,10 @@ class Dcmtk:
     findscu: str
     dump2dcm: str
 
+    @property
+    def echoscu(self) -> str:
+        return str(Path(self.findscu).with_name("echoscu"))
+
 
 def find_dcmtk() -> Dcmtk | None:
     """DCMTK's findscu sits beside its dump2dcm: pynetdicom installs a ``findscu`` of its own
@@ -409,6 +413,26 @@ def top(patient_id: str = "", accession: str = "") -> str:
 
 def step(modality: str = "", station: str = "", date: str = "") -> str:
     return STEP.format(modality=modality, station=station, date=date)
+
+
+def echoscu(dcmtk: Dcmtk, port: int, called_ae: str) -> subprocess.CompletedProcess[str]:
+    command = [dcmtk.echoscu, "-v", "-aet", "E2E_DCMTK", "-aec", called_ae, "-to", "20",
+               "-ta", "20", "-td", "20", "127.0.0.1", str(port)]  # fmt: skip
+    return subprocess.run(command, env=os.environ | {"TCP_NODELAY": "1"}, capture_output=True,
+                          text=True, timeout=TIMEOUT * 2, check=False)  # fmt: skip
+
+
+def test_dcmtk_echoscu_is_answered_and_a_wrong_called_ae_refused(
+    worklist: Worklist, dcmtk: Dcmtk
+) -> None:
+    answered = echoscu(dcmtk, worklist.broker.dicom_port, SCP_AE)
+    refused = echoscu(dcmtk, worklist.broker.dicom_port, "NOBODY")
+
+    log = answered.stdout + answered.stderr
+    assert answered.returncode == 0, log
+    assert "Received Echo Response (Success)" in log
+    assert refused.returncode != 0
+    assert "Called AE Title Not Recognized" in refused.stdout + refused.stderr
 
 
 @pytest.mark.parametrize(
