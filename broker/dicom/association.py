@@ -161,10 +161,6 @@ class Association:
     def calling_ae(self) -> str:
         return self.accepted.calling_ae if self.accepted is not None else ""
 
-    @property
-    def is_established(self) -> bool:
-        return self.accepted is not None and not self._ending
-
     # --- the thread -----------------------------------------------------------------------
 
     def run(self) -> None:

@@ -84,11 +84,6 @@ class PduReader:
     def feed(self, data: bytes) -> None:
         self._buffer += data
 
-    @property
-    def buffered(self) -> int:
-        """Bytes received and not yet returned as a PDU."""
-        return len(self._buffer)
-
     def next_pdu(self) -> tuple[int, bytes] | None:
         """The next whole PDU (header included), or None until more bytes arrive.
 

@@ -15,7 +15,6 @@ import logging
 import socket
 import threading
 import time
-from collections.abc import Sequence
 from contextlib import suppress
 from typing import Final
 
@@ -98,11 +97,6 @@ class DicomServer:
         self._acceptor: threading.Thread | None = None
         self._lock = threading.Lock()
         self._open: set[Association] = set()
-
-    @property
-    def sop_classes(self) -> Sequence[str]:
-        """The SOP classes served, each with :data:`TRANSFER_SYNTAXES`."""
-        return list(self._handlers)
 
     @property
     def port(self) -> int:
