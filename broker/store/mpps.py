@@ -20,7 +20,7 @@ Correlation (standards.md §4.4, :meth:`SqlMppsStore.match_steps`), one (0040,02
 Every statement is Core, built once at import (or once per combination of keys for rule 2)
 and run on the unit's connection, as the intake's hot path does (:mod:`broker.store.worklist`):
 no ORM unit of work, identity map or statement compilation per request. An N-CREATE + N-SET
-pair runs eight of them (docs/benchmarks.md, MPPS).
+pair runs seven of them (docs/benchmarks.md, MPPS).
 """
 
 from __future__ import annotations
@@ -32,7 +32,6 @@ from typing import Any, cast
 
 from sqlalchemy import (
     Connection,
-    Row,
     Select,
     Table,
     bindparam,
@@ -87,16 +86,15 @@ class SqlMppsStore:
 
     @translated
     def find(self, sop_instance_uid: str) -> StoredMpps | None:
-        connection = self._connection()
-        row = connection.execute(_FIND_INSTANCE, {"uid": sop_instance_uid}).one_or_none()
-        if row is None:
+        rows = self._connection().execute(_FIND_INSTANCE, {"uid": sop_instance_uid}).all()
+        if not rows:
             return None
-        linked = connection.execute(_LINKED_TO_INSTANCE, {"mpps_id": row.id})
+        first = rows[0]
         return StoredMpps(
-            id=row.id,
-            performed=performed_from_json(sop_instance_uid, row.attributes),
-            calling_ae=row.calling_ae,
-            steps=tuple(_row_to_linked(found) for found in linked),
+            id=first.mpps_id,
+            performed=performed_from_json(sop_instance_uid, first.attributes),
+            calling_ae=first.calling_ae,
+            steps=tuple(_row_to_linked(row) for row in rows if row.step_id is not None),
         )
 
     @translated
@@ -193,11 +191,6 @@ def _columns(performed: PerformedStep, now: Any) -> dict[str, Any]:
 
 # --- statements -------------------------------------------------------------------------------
 
-_FIND_INSTANCE = (
-    select(_INSTANCES.c.id, _INSTANCES.c.calling_ae, _INSTANCES.c.attributes)
-    .where(_INSTANCES.c.sop_instance_uid == bindparam("uid"))
-    .with_for_update()
-)
 _INSERT_INSTANCE = insert(_INSTANCES).returning(_INSTANCES.c.id)
 _INSERT_LINK = insert(_LINKS)
 _UPDATE_INSTANCE = (
@@ -221,28 +214,32 @@ _UPDATE_INSTANCE = (
 )
 
 
+_LINKED_COLUMNS = (
+    _STEPS.c.id.label("step_id"),
+    _STEPS.c.status,
+    _STEPS.c.sps_id,
+    _ORDERS.c.id.label("order_id"),
+    _ORDERS.c.placer_number,
+    _ORDERS.c.placer_namespace,
+    _ORDERS.c.filler_number,
+    _ORDERS.c.filler_namespace,
+    _ORDERS.c.accession,
+    _ORDERS.c.sending_application,
+    _ORDERS.c.sending_facility,
+    _ORDERS.c.hl7_charset,
+    _PROCEDURES.c.requested_procedure_id,
+    _PROCEDURES.c.study_uid,
+    _PATIENTS.c.patient_id,
+    _PATIENTS.c.issuer,
+    _PATIENTS.c.name,
+)
+"""A step with what a status message needs of its procedure, order and patient."""
+
+
 def _linked_steps_query() -> Select[Any]:
     """Steps with what a status message needs of their procedure, order and patient."""
     return (
-        select(
-            _STEPS.c.id.label("step_id"),
-            _STEPS.c.status,
-            _STEPS.c.sps_id,
-            _ORDERS.c.id.label("order_id"),
-            _ORDERS.c.placer_number,
-            _ORDERS.c.placer_namespace,
-            _ORDERS.c.filler_number,
-            _ORDERS.c.filler_namespace,
-            _ORDERS.c.accession,
-            _ORDERS.c.sending_application,
-            _ORDERS.c.sending_facility,
-            _ORDERS.c.hl7_charset,
-            _PROCEDURES.c.requested_procedure_id,
-            _PROCEDURES.c.study_uid,
-            _PATIENTS.c.patient_id,
-            _PATIENTS.c.issuer,
-            _PATIENTS.c.name,
-        )
+        select(*_LINKED_COLUMNS)
         .join(_PROCEDURES, _STEPS.c.procedure_id == _PROCEDURES.c.id)
         .join(_ORDERS, _PROCEDURES.c.order_id == _ORDERS.c.id)
         .join(_PATIENTS, _ORDERS.c.patient_id == _PATIENTS.c.id)
@@ -250,11 +247,25 @@ def _linked_steps_query() -> Select[Any]:
     )
 
 
-_LINKED_TO_INSTANCE = (
-    _linked_steps_query()
-    .join(_LINKS, _LINKS.c.step_id == _STEPS.c.id)
-    .where(_LINKS.c.mpps_id == bindparam("mpps_id"))
+_FIND_INSTANCE = (
+    select(
+        _INSTANCES.c.id.label("mpps_id"),
+        _INSTANCES.c.calling_ae,
+        _INSTANCES.c.attributes,
+        *_LINKED_COLUMNS,
+    )
+    .select_from(
+        _INSTANCES.outerjoin(_LINKS, _LINKS.c.mpps_id == _INSTANCES.c.id)
+        .outerjoin(_STEPS, _STEPS.c.id == _LINKS.c.step_id)
+        .outerjoin(_PROCEDURES, _STEPS.c.procedure_id == _PROCEDURES.c.id)
+        .outerjoin(_ORDERS, _PROCEDURES.c.order_id == _ORDERS.c.id)
+        .outerjoin(_PATIENTS, _ORDERS.c.patient_id == _PATIENTS.c.id)
+    )
+    .where(_INSTANCES.c.sop_instance_uid == bindparam("uid"))
+    .order_by(_STEPS.c.id)
+    .with_for_update(of=_INSTANCES)
 )
+"""The instance, locked, with its linked steps: one row per step, or one without a step."""
 
 _KEY_COLUMNS = {
     "study_uid": _PROCEDURES.c.study_uid,
@@ -273,7 +284,7 @@ def _matching_steps(keys: tuple[str, ...]) -> Select[Any]:
     return _linked_steps_query().where(*(_KEY_COLUMNS[key] == bindparam(key) for key in keys))
 
 
-def _row_to_linked(row: Row[Any]) -> LinkedStep:
+def _row_to_linked(row: Any) -> LinkedStep:
     context = OrderContext(
         placer=_order_number(row.placer_number, row.placer_namespace),
         filler=_order_number(row.filler_number, row.filler_namespace),
