@@ -76,12 +76,14 @@ T = TypeVar("T")
 BATCH = 32
 """Rows per claim: small enough that the first of a round goes out after a few renders."""
 GATHER_SECONDS = 0.05
-"""How long a woken worker waits before it claims. A round costs two write transactions
-(claim, outcomes; a third when it renders) whatever its size; while modalities report many
-procedures a second, each commit wakes the worker, and rounds of one message each took the
-write lock from the MPPS units of work and tripled the broker's CPU per procedure
-(docs/benchmarks.md, MPPS). Waiting 50 ms gathers them, well inside the second a new message
-has to reach the RIS."""
+"""How long a woken worker waits before it claims, and how long it waits after a round that
+claimed less than :data:`BATCH` (it has caught up) before the next. A round costs two write
+transactions (claim, outcomes; a third when it renders) whatever its size; while modalities
+report many procedures a second, each commit wakes the worker, and rounds of one message each
+took the write lock from the MPPS units of work and tripled the broker's CPU per procedure;
+claiming again right after a round gave rounds of one or two messages and an empty claim each
+time (docs/benchmarks.md, MPPS). Waiting 50 ms gathers them, well inside the second a new
+message has to reach the RIS; a full round is followed at once (a backlog)."""
 STOP_GRACE_SECONDS = 10.0
 
 ACK_OUTCOMES = {
@@ -389,8 +391,9 @@ class DestinationWorker:
         while not self._stopping:
             await self._sleep()
             try:
-                while not self._stopping and await self.round():
-                    pass
+                while not self._stopping and (claimed := await self.round()):
+                    if claimed < BATCH:  # caught up: let the next commits gather first
+                        await asyncio.sleep(GATHER_SECONDS)
             except StoreFailure as failure:  # claims stay leased; the next poll tries again
                 log.warning("outbox %s: store unavailable: %s", self.channel.name, failure)
             except Exception:  # a bug: log it, go on with the next wake-up
@@ -406,8 +409,8 @@ class DestinationWorker:
             await asyncio.sleep(GATHER_SECONDS)  # let the commits right behind this one join
         self._event.clear()
 
-    async def round(self) -> bool:
-        """One claim, render, send, record; False when nothing was due."""
+    async def round(self) -> int:
+        """One claim, render, send, record; the number of rows claimed (0: nothing due)."""
         now = utcnow()
         if self._retry_at is not None and self._retry_at <= now:
             self._retry_at = None  # this claim covers it; keep only retries still ahead
@@ -420,14 +423,14 @@ class DestinationWorker:
             destinations=(self.channel.name,),
         )
         if not rows:
-            return False
+            return 0
         try:
             ready, results = await self._prepare(rows)
             results += await self._send(ready)
         finally:
             await self.channel.end_round()
         await _blocking(self._ledger.record, results, worker=self._worker, now=utcnow())
-        return True
+        return len(rows)
 
     async def _prepare(self, rows: list[Claimed]) -> tuple[list[Ready], list[Result]]:
         """Render and save what has no payload yet. A row that cannot be rendered is dead;
