@@ -353,3 +353,47 @@ def test_the_listener_answers_garbage_and_keeps_serving(caplog: pytest.LogCaptur
     assert answers <= {A_ASSOCIATE_AC, 0x03, A_ABORT, None}
     assert {0x03, A_ABORT} <= answers  # some were refused, some aborted
     assert server.associations == 0
+
+
+def broken_request(rng: random.Random) -> bytes:
+    """A P-DATA-TF on the accepted context 1 that a broken SCU might send: a C-ECHO or C-FIND
+    command set cut, corrupted or with a random data set behind it, or random PDV bytes."""
+    find = command(C_FIND_RQ, rng.randrange(1, 9), MODALITY_WORKLIST_FIND, data_set=True)
+    echo = command(C_ECHO_RQ, rng.randrange(1, 9), VERIFICATION)
+    chosen = bytearray(rng.choice([find, echo]))
+    match rng.randrange(4):
+        case 0:
+            parts = [(COMMAND_BIT, bytes(chosen[: rng.randrange(1, len(chosen))]))]
+        case 1:
+            for _ in range(rng.randrange(1, 4)):
+                chosen[rng.randrange(len(chosen))] = rng.randrange(256)
+            parts = [(COMMAND_BIT, bytes(chosen))]
+        case 2:
+            parts = [(COMMAND_BIT, find), (0, rng.randbytes(rng.randrange(0, 200)))]
+        case _:
+            body = rng.randbytes(rng.randrange(2, 60))
+            return struct.pack(">BxLLB", P_DATA_TF, len(body) + 5, len(body) + 1, 1) + body
+    return b"".join(message_pdus(1, parts, 0))
+
+
+def test_broken_requests_are_answered_or_aborted_never_a_defect(
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    """After the association, whatever a P-DATA-TF holds: a response, an A-ABORT, or (for a
+    message still incomplete) silence until the release; never an internal error."""
+    caplog.set_level(logging.ERROR, logger="broker.dicom")
+    rng = random.Random(1127)
+    answers: set[int | None] = set()
+    with serving(dimse_timeout=2.0, network_timeout=2.0) as server:
+        for _ in range(300):
+            with peer(server.port) as scu:
+                scu.associate(MODALITY_WORKLIST_FIND)
+                scu.send(broken_request(rng))
+                scu.sock.shutdown(socket.SHUT_WR)  # then EOF: the server ends it
+                while (pdu := scu.pdu()) is not None:
+                    answers.add(pdu[0])
+
+    assert not [r for r in caplog.records if r.name == "broker.dicom"], caplog.text
+    assert answers <= {P_DATA_TF, A_ABORT}
+    assert answers == {P_DATA_TF, A_ABORT}  # some were answered, some aborted
+    assert server.associations == 0
