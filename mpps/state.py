@@ -297,9 +297,14 @@ def _decoded(dataset: Dataset) -> DicomJson:
         data: DicomJson = dataset.to_json_dict()
     except Exception as exc:  # pydicom raises many types while converting raw values
         logger.debug("attribute list could not be decoded", exc_info=True)
-        comment = f"Attribute list could not be decoded ({type(exc).__name__})"
-        raise MppsError(MppsStatus.PROCESSING_FAILURE, comment) from exc
+        raise undecodable(exc) from exc
     return _with_charset(data)
+
+
+def undecodable(exc: Exception) -> MppsError:
+    """0110 for an attribute list that is not a data set, or whose values cannot be read."""
+    comment = f"Attribute list could not be decoded ({type(exc).__name__})"
+    return MppsError(MppsStatus.PROCESSING_FAILURE, comment)
 
 
 def _charset_terms(dataset: Dataset) -> list[str]:

@@ -27,7 +27,7 @@ from __future__ import annotations
 
 import logging
 import time
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from contextlib import closing
 from datetime import datetime
 from functools import partial
@@ -46,7 +46,8 @@ from broker.dicom.dimse import (
     decode_data_set,
 )
 from mpps.scp import MppsService, error_dataset
-from mpps.state import MppsError, MppsStatus
+from mpps.scp import Response as MppsResponse
+from mpps.state import MppsError, MppsStatus, undecodable
 from mwl.matching import WorklistFinder
 from mwl.policy import WorklistPolicy
 from mwl.scp import PENDING_STATUSES, FindStatus, find_worklist, status_dataset
@@ -166,30 +167,43 @@ def handle_n_create(request: Request, service: MppsService) -> None:
     SCP chooses the UID, as PS3.7 10.1.5 lets an N-CREATE's SCP do, and answers it in the
     response's Affected SOP Instance UID."""
     uid = request.command.uid(AFFECTED_SOP_INSTANCE) or generate_uid()
-    try:
-        attributes = _data_set(request)
-        status, dataset = service.n_create(uid, attributes, request.calling_ae)
-    except Exception:  # the service raises nothing; a data set may fail as it is read
-        log.exception("N-CREATE %s from %s failed", uid, request.calling_ae)
-        status, dataset = _processing_failure()
-    request.respond(_mpps_fields(status, dataset), sop_instance=uid)
+    _answer(request, "N-CREATE", uid,
+            lambda attributes: service.n_create(uid, attributes, request.calling_ae))  # fmt: skip
 
 
 def handle_n_set(request: Request, service: MppsService) -> None:
     """N-SET (PS3.4 F.7.2.2)."""
     uid = request.command.uid(REQUESTED_SOP_INSTANCE)
-    try:
-        modification = _data_set(request)
-        status, dataset = service.n_set(uid, modification, request.calling_ae)
-    except Exception:
-        log.exception("N-SET %s from %s failed", uid, request.calling_ae)
-        status, dataset = _processing_failure()
-    request.respond(_mpps_fields(status, dataset), sop_instance=uid)
+    _answer(request, "N-SET", uid,
+            lambda modification: service.n_set(uid, modification, request.calling_ae))  # fmt: skip
 
 
-def _data_set(request: Request) -> Dataset:
+def _answer(
+    request: Request, operation: str, uid: str, serve: Callable[[Dataset], MppsResponse]
+) -> None:
+    """Decode the attribute or modification list, have the service answer, respond.
+
+    A data set that cannot be decoded is the SCU's: 0110 with the comment the service gives
+    a value it cannot read (:func:`mpps.state.undecodable`). Anything else that escapes the
+    service is a defect: 0110 "internal error", logged with its traceback.
+    """
     data = request.message.data
-    return Dataset() if data is None else decode_data_set(data, request.context.transfer_syntax)
+    dataset: Dataset | None
+    try:
+        attributes = (
+            Dataset() if data is None else decode_data_set(data, request.context.transfer_syntax)
+        )
+    except Exception as exc:  # pydicom raises many types on bytes that are not a data set
+        log.info("%s %s from %s: attribute list cannot be decoded: %s", operation, uid,
+                 request.calling_ae, type(exc).__name__)  # fmt: skip
+        status, dataset = int(MppsStatus.PROCESSING_FAILURE), error_dataset(undecodable(exc))
+    else:
+        try:
+            status, dataset = serve(attributes)
+        except Exception:  # the service raises nothing by design
+            log.exception("%s %s from %s failed", operation, uid, request.calling_ae)
+            status, dataset = _processing_failure()
+    request.respond(_mpps_fields(status, dataset), sop_instance=uid)
 
 
 def _mpps_fields(status: int, dataset: Dataset | None) -> StatusFields:
@@ -198,6 +212,6 @@ def _mpps_fields(status: int, dataset: Dataset | None) -> StatusFields:
     return StatusFields(status)
 
 
-def _processing_failure() -> tuple[int, Dataset]:
+def _processing_failure() -> tuple[int, Dataset | None]:
     error = MppsError(MppsStatus.PROCESSING_FAILURE, "internal error; see the SCP log")
     return int(MppsStatus.PROCESSING_FAILURE), error_dataset(error)

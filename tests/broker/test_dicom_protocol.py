@@ -24,6 +24,7 @@ from broker.dicom import MODALITY_WORKLIST_FIND, VERIFICATION, DicomServer
 from broker.dicom.dimse import (
     C_ECHO_RQ,
     C_FIND_RQ,
+    N_CREATE_RQ,
     Command,
     MessageAssembler,
     encode_command,
@@ -107,14 +108,24 @@ def peer(port: int) -> Iterator[Peer]:
         connection.close()
 
 
-def command(field: int, message_id: int, sop_class: str, *, data_set: bool = False) -> bytes:
-    uid = sop_class.encode() + b"\0" * (len(sop_class) % 2)
-    return encode_command([
-        struct.pack("<HHL", 0, 0x0002, len(uid)) + uid,
+def command(
+    field: int, message_id: int, sop_class: str, *, data_set: bool = False, instance: str = ""
+) -> bytes:
+    """A request's command set; ``instance`` as (0000,1000) for N-CREATE, else (0000,1001)."""
+    elements = [
+        _ui(0x0002, sop_class),
         struct.pack("<HHLH", 0, 0x0100, 2, field),
         struct.pack("<HHLH", 0, 0x0110, 2, message_id),
         struct.pack("<HHLH", 0, 0x0800, 2, 0x0001 if data_set else 0x0101),
-    ])  # fmt: skip
+    ]
+    if instance:
+        elements.append(_ui(0x1000 if field == N_CREATE_RQ else 0x1001, instance))
+    return encode_command(elements)
+
+
+def _ui(element: int, uid: str) -> bytes:
+    raw = uid.encode() + b"\0" * (len(uid) % 2)
+    return struct.pack("<HHL", 0, element, len(raw)) + raw
 
 
 def abort_of(pdu: tuple[int, bytes] | None) -> tuple[int, int]:

@@ -9,6 +9,8 @@ SOP Instance UID gets one; each of the three transfer syntaxes works; the wiring
 from __future__ import annotations
 
 import asyncio
+import logging
+import random
 import sqlite3
 import threading
 from collections.abc import Iterator
@@ -29,10 +31,12 @@ from pydicom.uid import (
 )
 from pynetdicom import AE, evt
 from pynetdicom.association import Association
+from pynetdicom.dsutils import encode
 from pynetdicom.events import Event
 from sqlalchemy import select
 from sqlalchemy.orm import Session
 
+from bench.dimse_scu import associate_rq
 from broker.app import Broker
 from broker.config import (
     Config,
@@ -44,6 +48,7 @@ from broker.config import (
     OutboundConfig,
 )
 from broker.dicom import VERIFICATION, DicomServer
+from broker.dicom.dimse import N_CREATE_RQ, N_SET_RQ
 from broker.mpps_service import (
     CONTROL_ID_LENGTH,
     MODALITY_PERFORMED_PROCEDURE_STEP,
@@ -61,6 +66,7 @@ from mpps.state import NO_LONGER_UPDATABLE, NO_LONGER_UPDATABLE_COMMENT
 from mwl.model import SPSStatus
 from mwl.policy import WorklistPolicy
 from tests.broker.store.samples import SENDER, order, patient, procedure, step
+from tests.broker.test_dicom_protocol import Peer, command
 from tests.mpps.datasets import completion, n_create, step_item
 from tests.mpps.test_scp import schedule
 from tests.mwl.test_scp import FakeFinder
@@ -371,3 +377,43 @@ def test_build_wires_the_on_commit_hook(tmp_path: Path) -> None:
     assert service.on_commit is not None
     service.on_commit()
     assert woken == [1]
+
+
+# --- broken requests --------------------------------------------------------------------------
+
+
+def test_broken_attribute_lists_get_a_status_never_an_internal_error(
+    site: Site, caplog: pytest.LogCaptureFixture
+) -> None:
+    """N-CREATE / N-SET whose data set is a valid one corrupted, cut, or noise: each answered
+    with a DICOM status (0110 undecodable, 0120 missing, 0112 unknown …), none reaching the
+    handlers' internal-error path."""
+    caplog.set_level(logging.ERROR, logger="broker.dicom")
+    good = encode(n_create(), True, True)
+    assert good is not None
+    rng = random.Random(27)
+    statuses: set[int | None] = set()
+    for _ in range(150):
+        data = bytearray(good)
+        match rng.randrange(3):
+            case 0:
+                for _ in range(rng.randrange(1, 8)):
+                    data[rng.randrange(len(data))] = rng.randrange(256)
+            case 1:
+                data = data[: rng.randrange(1, len(data))]
+            case _:
+                data = bytearray(rng.randbytes(rng.randrange(0, 300)))
+        field = rng.choice([N_CREATE_RQ, N_SET_RQ])
+        scu = Peer(site.broker.dicom_port)
+        try:
+            scu.send(associate_rq("CT01", SCP_AE, MPPS, ImplicitVRLittleEndian, 0))
+            assert scu.pdu() is not None
+            request = command(field, 1, MPPS, data_set=True, instance=generate_uid())
+            scu.request(request, bytes(data))
+            statuses.add(scu.response().unsigned(0x0900))
+        finally:
+            scu.close()
+
+    assert not [r for r in caplog.records if r.name == "broker.dicom"], caplog.text
+    assert None not in statuses
+    assert {0x0110, 0x0112, 0x0120} <= statuses
