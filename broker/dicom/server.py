@@ -176,8 +176,6 @@ class DicomServer:
             association.abort()
         for association in remaining:
             association.thread.join(ABORT_WAIT_SECONDS)
-        with self._lock:
-            self._open = {a for a in self._open if a.thread.is_alive()}
         if remaining:
             log.warning("DICOM listener stopped; %d associations aborted", len(remaining))
 
